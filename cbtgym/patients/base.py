@@ -1,0 +1,158 @@
+"""What every simulated patient shares: per-session state, disclosure layers, reply cleaning."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from typing import Protocol, Sequence
+
+from ..profiles.schema import PatientProfile
+from ..transcript import Transcript
+from .cues import Cues, read_cues
+
+#: The order in which an active patient opens up (LLM4CBT: emotions, the experience,
+#: the reaction, then how they see it now), with the core belief underneath.
+LAYERS = ("emotions", "experience", "reaction", "thought", "belief")
+
+SATISFACTION_START = 30  # Witte et al. start every simulated client at 30/100.
+
+
+@dataclass
+class PatientState:
+    """Everything a patient remembers about one session (the transcript lives in the env)."""
+
+    profile: PatientProfile
+    disclosed: list[str] = field(default_factory=list)
+    trust: int = 0
+    pressure: int = 0
+    satisfaction: int = SATISFACTION_START
+    left: bool = False
+
+    @property
+    def passive(self) -> bool:
+        return self.profile.attitude == "passive"
+
+    def next_layer(self) -> str | None:
+        for layer in LAYERS:
+            if layer not in self.disclosed and self.layer_available(layer):
+                return layer
+        return None
+
+    def layer_available(self, layer: str) -> bool:
+        p = self.profile
+        return {
+            "emotions": bool(p.emotions),
+            "experience": True,
+            "reaction": True,
+            "thought": True,
+            "belief": p.core_belief is not None,
+        }[layer]
+
+
+@dataclass
+class PatientReply:
+    """One patient turn: the cleaned text, its rating, and whether the patient left."""
+
+    text: str
+    satisfaction: int | None = None
+    left: bool = False
+    meta: dict = field(default_factory=dict)
+
+
+class Patient(Protocol):
+    """A simulated patient serves many sessions at once: its state lives in :class:`PatientState`."""
+
+    def new_state(self, profile: PatientProfile) -> PatientState: ...
+
+    def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
+        """Answer the last therapist turn of each transcript (one batched model call at most)."""
+        ...
+
+
+def unlock(state: PatientState, cues: Cues) -> str | None:
+    """Decide which profile layer this therapist move earns, updating trust and pressure.
+
+    Shared by the rule-based and the LLM patient so both open up under the same
+    conditions: an open question about thoughts reaches the automatic thought; a
+    downward-arrow question after it reaches the core belief; a passive patient
+    needs some validation before it discloses and withdraws when pressed.
+    """
+    if cues.validates:
+        state.trust += 1
+    if cues.presses:
+        state.pressure += 1
+        return None
+    if state.passive and state.trust == 0 and not (cues.open_question and cues.validates):
+        return None
+    wanted = []
+    if cues.asks_deeper and "thought" in state.disclosed:
+        wanted.append("belief")
+    if cues.asks_thoughts or cues.asks_deeper:
+        wanted.append("thought")
+    if cues.asks_reaction:
+        wanted.append("reaction")
+    if cues.asks_experience:
+        wanted.append("experience")
+    if cues.asks_emotions:
+        wanted.append("emotions")
+    for layer in wanted:
+        if layer not in state.disclosed and state.layer_available(layer):
+            return layer
+    # An open question that asks for nothing specific lets an active patient go on
+    # along its path, but never past the automatic thought: that must be asked for.
+    if cues.open_question and not state.passive:
+        nxt = state.next_layer()
+        if nxt in ("emotions", "experience", "reaction"):
+            return nxt
+    return None
+
+
+def update_satisfaction(state: PatientState, cues: Cues, disclosed: str | None) -> int:
+    """A transparent rating rule for patients without a model to rate (and a prior for those with one)."""
+    delta = 0
+    delta += 6 if cues.validates else 0
+    delta += 4 if cues.open_question else 0
+    delta += 4 if disclosed else 0
+    delta -= 12 if cues.presses else 0
+    delta -= 3 if not cues.question and not cues.validates else 0
+    state.satisfaction = max(0, min(100, state.satisfaction + delta))
+    return state.satisfaction
+
+
+_TEMPLATE_TOKENS = re.compile(r"<\|[^|>]*\|>|</?s>|\[/?INST\]|<\/?(?:im_start|im_end|endoftext)>")
+_SELF_LABEL = re.compile(r"^\s*(?:patient|client|me|user)\s*:\s*", re.IGNORECASE)
+_OTHER_SPEAKER = re.compile(r"(?:^|\n|\s)(?:therapist|counsel+or|assistant|doctor|dr\.?)\s*:", re.IGNORECASE)
+LEAVE_TOKEN = "[LEAVE]"
+
+
+def clean_reply(text: str) -> tuple[str, dict]:
+    """Remove role confusion from a generated patient reply.
+
+    Cuts the text where the model starts speaking as the therapist, strips chat-template
+    tokens and a leading ``Patient:`` label, and reports what it changed in ``meta``.
+    """
+    meta: dict = {}
+    out = _TEMPLATE_TOKENS.sub("", text)
+    if out != text:
+        meta["removed_template_tokens"] = True
+    m = _OTHER_SPEAKER.search(out)
+    if m and m.start() > 0:
+        out = out[: m.start()]
+        meta["cut_role_confusion"] = True
+    elif m:
+        out = out[m.end():]
+        meta["cut_role_confusion"] = True
+    out = _SELF_LABEL.sub("", out)
+    out = " ".join(out.split()).strip().strip('"').strip()
+    if LEAVE_TOKEN.lower() in out.lower():
+        meta["leave"] = True
+        out = re.sub(re.escape(LEAVE_TOKEN), "", out, flags=re.IGNORECASE).strip()
+    if not out:
+        out = "..."
+        meta["empty_after_cleaning"] = True
+    return out, meta
+
+
+def last_therapist_cues(transcript: Transcript) -> Cues:
+    turn = transcript.last("therapist")
+    return read_cues(turn.text if turn else "")

@@ -1,0 +1,98 @@
+"""A deterministic patient that answers from its profile by transparent rules."""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+from pathlib import Path
+from typing import Sequence
+
+import yaml
+
+from ..profiles.schema import PatientProfile
+from ..transcript import Transcript
+from .base import PatientReply, PatientState, last_therapist_cues, unlock, update_satisfaction
+
+_PROMPTS = Path(__file__).with_name("prompts")
+
+
+@lru_cache(maxsize=1)
+def _lines() -> dict:
+    return yaml.safe_load((_PROMPTS / "rule_patient_lines.yaml").read_text())
+
+
+@lru_cache(maxsize=1)
+def risk_statements() -> dict[str, str]:
+    return yaml.safe_load((_PROMPTS / "risk_statements.yaml").read_text())
+
+
+def _lc(text: str) -> str:
+    return text[:1].lower() + text[1:] if text[:2] != "I " else text
+
+
+def _pick(options: list[str], *key: object) -> str:
+    h = hashlib.sha256(repr(key).encode()).digest()
+    return options[h[0] % len(options)]
+
+
+def layer_text(profile: PatientProfile, layer: str, key: tuple) -> str:
+    """The patient's words for one layer of its profile."""
+    fields = {
+        "emotions": " and ".join(profile.emotions) or "on edge",
+        "situation": profile.situation,
+        "situation_lc": _lc(profile.situation),
+        "reaction": profile.reactions[0],
+        "reaction_lc": _lc(profile.reactions[0]),
+        "thought": profile.automatic_thoughts[0],
+        "belief_lc": _lc(profile.core_belief or ""),
+    }
+    return _pick(_lines()[layer], *key).format(**fields)
+
+
+class RulePatient:
+    """Fast, deterministic simulated patient for tests and quick experiments.
+
+    It discloses the next layer of its profile (emotions, experience, reaction,
+    automatic thought, core belief) when the therapist's move fits: an open question
+    about thoughts reaches the automatic thought; a downward-arrow question after it
+    reaches the core belief. A passive patient needs validation first; pressing makes
+    it withdraw, and pressed twice it leaves (an active one after three times).
+    It rates its satisfaction each turn by :func:`~cbtgym.patients.base.update_satisfaction`.
+    """
+
+    name = "rule"
+    leave_after_pressure = {"passive": 2, "active": 3}
+
+    def new_state(self, profile: PatientProfile) -> PatientState:
+        return PatientState(profile=profile)
+
+    def opening(self, state: PatientState) -> PatientReply:
+        p = state.profile
+        text = _pick(_lines()["opening"][p.attitude], p.id, "opening")
+        return PatientReply(text, satisfaction=state.satisfaction)
+
+    def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
+        return [self._respond_one(s, t) for s, t in zip(states, transcripts)]
+
+    def _respond_one(self, state: PatientState, transcript: Transcript) -> PatientReply:
+        if not transcript.therapist_turns or len(transcript.therapist_turns) == 1 and not transcript.patient_turns:
+            return self.opening(state)
+        cues = last_therapist_cues(transcript)
+        p = state.profile
+        key = (p.id, len(transcript.turns))
+        if cues.ends_session:
+            return PatientReply(_pick(_lines()["closing_reply"], *key), satisfaction=state.satisfaction)
+        layer = unlock(state, cues)
+        sat = update_satisfaction(state, cues, layer)
+        if cues.presses:
+            if state.pressure >= self.leave_after_pressure[p.attitude]:
+                state.left = True
+                return PatientReply(_pick(_lines()["leave"], *key), sat, left=True, meta={"pressure": state.pressure})
+            return PatientReply(_pick(_lines()["withdraw"], *key), sat, meta={"pressure": state.pressure})
+        if layer is None:
+            return PatientReply(_pick(_lines()["nothing_new"][p.attitude], *key), sat)
+        state.disclosed.append(layer)
+        text = layer_text(p, layer, key)
+        if len(state.disclosed) == 1 and p.risk_flags:
+            text = f"{text} {risk_statements()[p.risk_flags[0]]}"
+        return PatientReply(text, sat, meta={"disclosed": layer})

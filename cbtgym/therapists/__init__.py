@@ -1,0 +1,3 @@
+from .prompt_therapist import PROMPTS_DIR, PromptTherapist, therapist_prompt
+
+__all__ = ["PROMPTS_DIR", "PromptTherapist", "therapist_prompt"]

@@ -1,0 +1,62 @@
+"""The typed result every judge returns, and the adapter to TRL's reward-function shape."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+
+@dataclass
+class JudgeResult:
+    """What a judge says about one transcript (or one utterance).
+
+    Attributes:
+        total: The judge's overall score, or ``None`` when it could not score (parse
+            failure after retries, or nothing applicable). Never a silent 0.
+        scores: Named sub-scores; a value of ``None`` means "not applicable" (e.g. CTRS
+            Homework in a 4-round session), which is different from a low score.
+        rationale: Human-readable justification (per-item justifications joined, etc.).
+        raw: The judge model's raw text(s), for audit.
+        parse_failed: True when the judge's output could not be parsed after retries.
+        meta: Anything else worth logging (attempts, cache hit, labels, turn indices).
+    """
+
+    total: float | None
+    scores: dict[str, float | None] = field(default_factory=dict)
+    rationale: str = ""
+    raw: str = ""
+    parse_failed: bool = False
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        return self.total is not None and not self.parse_failed
+
+    def log_dict(self, prefix: str) -> dict[str, float]:
+        """Flat ``{prefix/total, prefix/<score>, prefix/parse_failed}`` numbers for W&B/TensorBoard."""
+        out: dict[str, float] = {f"{prefix}/parse_failed": float(self.parse_failed)}
+        if self.total is not None:
+            out[f"{prefix}/total"] = float(self.total)
+        for k, v in self.scores.items():
+            if v is not None and not (isinstance(v, float) and math.isnan(v)):
+                out[f"{prefix}/{k}"] = float(v)
+        return out
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def trl_reward_fn(score_batch: Callable[..., Sequence[JudgeResult]], name: str) -> Callable[..., list[float | None]]:
+    """Wrap a batched judge call as a TRL reward function.
+
+    TRL calls ``f(prompts, completions, **dataset_columns) -> list[float | None]``;
+    ``None`` tells TRL the reward does not apply, which is what a judge that failed
+    to parse must say (never 0.0, which would be a real, wrong reward).
+    """
+
+    def reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
+        return [r.total for r in score_batch(prompts, completions, **columns)]
+
+    reward.__name__ = name
+    return reward
