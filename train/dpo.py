@@ -1,0 +1,208 @@
+"""DPO from environment rollouts: collect preference pairs with the simulated patient and the judge,
+train a LoRA therapist with TRL's DPOTrainer, and evaluate base vs trained on held-out profiles.
+
+    python train/dpo.py                                   # embedded CPU default (SmolLM2-135M, < 20 min, 2 cores)
+    python train/dpo.py --config configs/dpo/llama31_8b_qlora.yaml   # GPU
+    python train/dpo.py --output_dir outputs/x --k 6      # CLI flags override the YAML
+
+Writes <output_dir>/results.json with eval.before/after/delta (paired bootstrap CI over episodes)
+and the training summary; every stage resumes from its files when the run is restarted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
+
+from cbtgym.training.config import config_to_dict, parse_config
+
+
+@dataclass
+class DPOScriptConfig:
+    """Everything train/dpo.py needs; each field is also a --flag."""
+
+    output_dir: str = field(default="outputs/dpo-smollm2", metadata={"help": "where pairs, adapter, evals and results.json go"})
+    model: str = field(default="embedded", metadata={"help": "'embedded' (SmolLM2-135M-Instruct) or a model path"})
+    therapist_prompt: str = field(default="llm4cbt", metadata={"help": "system prompt of the policy (name or .txt path)"})
+    train_profiles: str = field(default="bank:train", metadata={"help": "profiles for pair collection"})
+    eval_profiles: str = field(default="bank:test", metadata={"help": "held-out profiles for before/after evaluation"})
+    eval_attitudes: str = field(default="both", metadata={"help": "'both', 'active', 'passive' or 'profile'"})
+    eval_seeds: list = field(default_factory=lambda: [0], metadata={"help": "seeds per eval profile x attitude"})
+    patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
+    reward: str = field(default="rubric", metadata={"help": "reward function of the env: 'rubric'"})
+    rounds: int = field(default=4, metadata={"help": "therapist turns per session"})
+    collect_episodes: int = field(default=48, metadata={"help": "training sessions to sample candidates in"})
+    k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
+    temperature: float = field(default=1.0, metadata={"help": "sampling temperature for candidates"})
+    max_new_tokens: int = field(default=48, metadata={"help": "tokens per therapist utterance"})
+    scoring: str = field(default="turn", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
+    min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
+    rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
+    rollout_backend: str = field(default="hf", metadata={"help": "'hf' (the policy in process) or 'vllm' (GPU)"})
+    learning_rate: float = field(default=2e-4, metadata={"help": "DPO learning rate (LoRA)"})
+    beta: float = field(default=0.1, metadata={"help": "DPO beta"})
+    num_train_epochs: float = field(default=2.0, metadata={"help": "epochs over the pairs"})
+    per_device_train_batch_size: int = field(default=4, metadata={"help": "pairs per device step"})
+    gradient_accumulation_steps: int = field(default=1, metadata={"help": "steps per optimizer update"})
+    max_length: int = field(default=640, metadata={"help": "max tokens of prompt + reply (left-truncated)"})
+    lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
+    lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base model (GPU, bitsandbytes)"})
+    gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
+    bf16: bool = field(default=False, metadata={"help": "bf16 training (GPU)"})
+    save_steps: int = field(default=25, metadata={"help": "checkpoint every N optimizer steps (resume point)"})
+    seed: int = field(default=0, metadata={"help": "seed of everything"})
+    wandb: bool = field(default=True, metadata={"help": "log to W&B (offline unless WANDB_MODE is set)"})
+
+    def __post_init__(self) -> None:
+        if self.scoring not in ("turn", "patient"):
+            raise ValueError(f"scoring must be 'turn' or 'patient' (got {self.scoring!r})")
+        if self.rollout_backend not in ("hf", "vllm"):
+            raise ValueError(f"rollout_backend must be 'hf' or 'vllm' (got {self.rollout_backend!r})")
+        if self.k < 2:
+            raise ValueError(f"k must be >= 2 (got {self.k})")
+
+
+def main(cfg: DPOScriptConfig) -> dict:
+    import torch
+    from datasets import Dataset
+    from peft import LoraConfig
+    from tqdm import tqdm
+    from transformers import set_seed
+    from trl import DPOConfig, DPOTrainer
+
+    from cbtgym.backends import HFBackend, Sampling, make_backend
+    from cbtgym.jsonl import read_jsonl
+    from cbtgym.rollout import EpisodeSpec
+    from cbtgym.therapists import PromptTherapist, therapist_prompt
+    from cbtgym.training.evaluation import compare, eval_specs, evaluate
+    from cbtgym.training.policy import load_policy, resolve_model_path
+    from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates
+    from cbtgym.training.tracking import init_wandb, log_transcripts
+
+    t0 = time.time()
+    set_seed(cfg.seed)
+    torch.set_num_threads(max(1, os.cpu_count() or 1))
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = init_wandb(cfg, "dpo", cfg.model, cfg.seed, str(out), enabled=cfg.wandb)
+    timings: dict[str, float] = {}
+
+    env_kwargs = dict(profiles=cfg.train_profiles, max_rounds=cfg.rounds, reward_fn=cfg.reward)
+    if cfg.patient != "rule":
+        env_kwargs.update(patient="llm", patient_backend=make_backend(cfg.patient))
+    eval_kwargs = {**env_kwargs, "profiles": cfg.eval_profiles}
+    model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
+    greedy = Sampling(max_new_tokens=cfg.max_new_tokens)
+
+    def policy_backend(m):
+        if cfg.rollout_backend == "vllm":
+            return make_backend({"type": "vllm", "model": resolve_model_path(cfg.model), "enable_lora": True})
+        return HFBackend(m, tokenizer, batch_size=cfg.rollout_batch_size)
+
+    # 1. the base policy on held-out profiles
+    specs = eval_specs(cfg.eval_profiles, cfg.eval_attitudes, cfg.eval_seeds)
+    base = policy_backend(model)
+    with tqdm(total=len(specs), desc="eval before", unit="ep") as bar:
+        t = time.time()
+        before = evaluate(PromptTherapist(base, cfg.therapist_prompt, greedy), specs, out / "eval_before.jsonl",
+                          batch_size=cfg.rollout_batch_size, progress=bar.update, **eval_kwargs)
+        timings["eval_before_s"] = time.time() - t
+
+    # 2. preference pairs from rollouts on training profiles
+    collect = [EpisodeSpec(seed=cfg.seed * 100000 + i) for i in range(cfg.collect_episodes)]
+    with tqdm(total=len(collect), desc="collect pairs", unit="ep") as bar:
+        t = time.time()
+        cand_path = collect_candidates(
+            base, therapist_prompt(cfg.therapist_prompt), collect, out, k=cfg.k,
+            sampling=Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=0.95),
+            scoring=CandidateScoring(cfg.scoring), batch_size=cfg.rollout_batch_size, progress=bar.update, **env_kwargs)
+        timings["collect_s"] = time.time() - t
+    pairs = pairs_from_candidates(cand_path, cfg.min_margin)
+    if not pairs:
+        raise SystemExit(f"no pair reached min_margin={cfg.min_margin}: sample more candidates (--k) or episodes")
+    with open(out / "pairs.jsonl", "w") as fh:
+        fh.writelines(json.dumps(p) + "\n" for p in pairs)
+    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    dataset.save_to_disk(str(out / "pairs_dataset"))
+
+    # 3. DPO with LoRA, checkpointed; a restarted run resumes from the last checkpoint
+    args = DPOConfig(
+        output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, beta=cfg.beta,
+        num_train_epochs=cfg.num_train_epochs, per_device_train_batch_size=cfg.per_device_train_batch_size,
+        gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
+        truncation_mode="keep_end", logging_steps=5, save_steps=cfg.save_steps, save_total_limit=2,
+        report_to=["wandb"] if run is not None else [], run_name=run.name if run is not None else None,
+        seed=cfg.seed, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
+        lr_scheduler_type="constant_with_warmup", warmup_steps=2, dataset_num_proc=None,
+    )
+    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
+                             target_modules="all-linear", task_type="CAUSAL_LM")
+    trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
+    before_params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    last_ckpt = _last_checkpoint(out / "checkpoints")
+    t = time.time()
+    train_result = trainer.train(resume_from_checkpoint=last_ckpt)
+    timings["train_s"] = time.time() - t
+    changed = sum(not torch.equal(before_params[n], p.detach()) for n, p in trainer.model.named_parameters() if n in before_params)
+    trainer.model.save_pretrained(str(out / "adapter"))
+    tokenizer.save_pretrained(str(out / "adapter"))
+
+    # 4. the trained policy on the same held-out episodes
+    trained = trainer.model.eval()
+    with tqdm(total=len(specs), desc="eval after", unit="ep") as bar:
+        t = time.time()
+        after = evaluate(PromptTherapist(policy_backend(trained), cfg.therapist_prompt, greedy), specs,
+                         out / "eval_after.jsonl", batch_size=cfg.rollout_batch_size, progress=bar.update, **eval_kwargs)
+        timings["eval_after_s"] = time.time() - t
+
+    logs = [h for h in trainer.state.log_history if "loss" in h]
+    margins = [p["margin"] for p in pairs]
+    results = {
+        "eval": compare(before, after),
+        "train": {
+            "pairs": len(pairs),
+            "candidate_states": sum(len(r["states"]) for r in read_jsonl(cand_path)),
+            "pair_margin_mean": sum(margins) / len(margins),
+            "steps": trainer.state.global_step,
+            "loss_first": logs[0]["loss"] if logs else None,
+            "loss_last": logs[-1]["loss"] if logs else None,
+            "train_loss": train_result.training_loss,
+            "reward_accuracy_last": logs[-1].get("rewards/accuracies") if logs else None,
+            "trainable_tensors_changed": int(changed),
+            "trainable_tensors": len(before_params),
+        },
+        "timings_s": {**timings, "total": time.time() - t0},
+        "adapter": str(out / "adapter"),
+        "config": config_to_dict(cfg),
+    }
+    (out / "results.json").write_text(json.dumps(results, indent=2))
+    if run is not None:
+        run.log({"eval/before_mean_reward": results["eval"]["before"]["mean_reward"],
+                 "eval/after_mean_reward": results["eval"]["after"]["mean_reward"],
+                 "eval/delta": results["eval"]["delta"]["mean"], "pairs/count": len(pairs),
+                 "pairs/margin_mean": results["train"]["pair_margin_mean"]})
+        log_transcripts(run, "eval/after_transcripts", after)
+        log_transcripts(run, "eval/before_transcripts", before)
+        run.finish()
+    d = results["eval"]["delta"]
+    print(f"\nmean episode reward {results['eval']['before']['mean_reward']:.3f} -> {results['eval']['after']['mean_reward']:.3f}; "
+          f"delta {d['mean']:+.3f} (95% CI {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}) over {results['eval']['episodes']} "
+          f"episodes; {len(pairs)} pairs; {results['timings_s']['total'] / 60:.1f} min\nresults: {out / 'results.json'}")
+    return results
+
+
+def _last_checkpoint(path: Path) -> str | None:
+    ckpts = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if path.exists() else []
+    return str(ckpts[-1]) if ckpts else None
+
+
+if __name__ == "__main__":
+    main(parse_config(DPOScriptConfig, description=__doc__.splitlines()[0]))
