@@ -81,8 +81,8 @@ def main(cfg: DPOScriptConfig) -> dict:
     from cbtgym.backends import HFBackend, Sampling, make_backend
     from cbtgym.jsonl import read_jsonl
     from cbtgym.rollout import EpisodeSpec
-    from cbtgym.therapists import PromptTherapist, therapist_prompt
-    from cbtgym.training.evaluation import compare, eval_specs, evaluate
+    from cbtgym.therapists import therapist_prompt
+    from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
     from cbtgym.training.policy import load_policy, resolve_model_path
     from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates
     from cbtgym.training.tracking import init_wandb, log_transcripts
@@ -100,7 +100,6 @@ def main(cfg: DPOScriptConfig) -> dict:
         env_kwargs.update(patient="llm", patient_backend=make_backend(cfg.patient))
     eval_kwargs = {**env_kwargs, "profiles": cfg.eval_profiles}
     model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
-    greedy = Sampling(max_new_tokens=cfg.max_new_tokens)
 
     def policy_backend(m):
         if cfg.rollout_backend == "vllm":
@@ -110,11 +109,10 @@ def main(cfg: DPOScriptConfig) -> dict:
     # 1. the base policy on held-out profiles
     specs = eval_specs(cfg.eval_profiles, cfg.eval_attitudes, cfg.eval_seeds)
     base = policy_backend(model)
-    with tqdm(total=len(specs), desc="eval before", unit="ep") as bar:
-        t = time.time()
-        before = evaluate(PromptTherapist(base, cfg.therapist_prompt, greedy), specs, out / "eval_before.jsonl",
-                          batch_size=cfg.rollout_batch_size, progress=bar.update, **eval_kwargs)
-        timings["eval_before_s"] = time.time() - t
+    t = time.time()
+    before = evaluate_backend(base, cfg.therapist_prompt, specs, out / "eval_before.jsonl", desc="eval before",
+                              max_new_tokens=cfg.max_new_tokens, batch_size=cfg.rollout_batch_size, **eval_kwargs)
+    timings["eval_before_s"] = time.time() - t
 
     # 2. preference pairs from rollouts on training profiles
     collect = [EpisodeSpec(seed=cfg.seed * 100000 + i) for i in range(cfg.collect_episodes)]
@@ -156,12 +154,11 @@ def main(cfg: DPOScriptConfig) -> dict:
     tokenizer.save_pretrained(str(out / "adapter"))
 
     # 4. the trained policy on the same held-out episodes
-    trained = trainer.model.eval()
-    with tqdm(total=len(specs), desc="eval after", unit="ep") as bar:
-        t = time.time()
-        after = evaluate(PromptTherapist(policy_backend(trained), cfg.therapist_prompt, greedy), specs,
-                         out / "eval_after.jsonl", batch_size=cfg.rollout_batch_size, progress=bar.update, **eval_kwargs)
-        timings["eval_after_s"] = time.time() - t
+    t = time.time()
+    after = evaluate_backend(policy_backend(trainer.model.eval()), cfg.therapist_prompt, specs, out / "eval_after.jsonl",
+                             desc="eval after", max_new_tokens=cfg.max_new_tokens, batch_size=cfg.rollout_batch_size,
+                             **eval_kwargs)
+    timings["eval_after_s"] = time.time() - t
 
     logs = [h for h in trainer.state.log_history if "loss" in h]
     margins = [p["margin"] for p in pairs]

@@ -63,3 +63,16 @@ def compare(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -
         "delta": paired_bootstrap([b["reward"] for b in before], [a["reward"] for a in after]),
         "episodes": len(before),
     }
+
+
+def evaluate_backend(backend, prompt: str, specs: Sequence[EpisodeSpec], out_path: str | Path, *, max_new_tokens: int,
+                     batch_size: int = 16, desc: str = "eval", **env_kwargs: Any) -> list[dict[str, Any]]:
+    """:func:`evaluate` with a greedy prompt-only therapist on ``backend`` and a progress bar."""
+    from tqdm import tqdm
+
+    from ..backends.base import Sampling
+    from ..therapists import PromptTherapist
+
+    therapist = PromptTherapist(backend, prompt, Sampling(max_new_tokens=max_new_tokens))
+    with tqdm(total=len(specs), desc=desc, unit="ep") as bar:
+        return evaluate(therapist, specs, out_path, batch_size=batch_size, progress=bar.update, **env_kwargs)

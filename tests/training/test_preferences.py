@@ -1,0 +1,117 @@
+"""Pair collection: batching, scoring, margins, and resuming a killed run without loss or duplicates."""
+
+import json
+import multiprocessing as mp
+import os
+import signal
+import time
+
+from cbtgym.backends.base import Backend, Sampling
+from cbtgym.backends.scripted import stable_index
+from cbtgym.envs.reward import StepReward
+from cbtgym.jsonl import read_jsonl
+from cbtgym.rollout import EpisodeSpec
+from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates
+from tests.factories import profiles
+
+CANDIDATES = [
+    "What went through your mind when that happened?",
+    "You should just relax.",
+    "That sounds hard. How did you feel?",
+    "Okay.",
+]
+
+
+class ToyPolicy(Backend):
+    """A sampled 'policy': the k copies of a state in one batch get different candidates, as sampling gives;
+    the result depends only on the batch's content and seed, so reruns are identical."""
+
+    name = "toy-policy"
+
+    def _generate(self, conversations, sampling):
+        seen: dict[str, int] = {}
+        out = []
+        for conv in conversations:
+            key = repr(conv)
+            seen[key] = seen.get(key, -1) + 1
+            out.append(CANDIDATES[(stable_index(conv, 4, salt=sampling.seed) + seen[key]) % 4])
+        return out, None
+
+
+def policy():
+    return ToyPolicy()
+
+
+class CountingReward:
+    """Scores a reply by whether it asks a question; counts calls to check batching."""
+
+    def __init__(self, delay: float = 0.0):
+        self.calls, self.delay = 0, delay
+
+    def __call__(self, profiles, transcripts, done):
+        self.calls += 1
+        time.sleep(self.delay)
+        return [StepReward(1.0 if t.last("therapist").text.endswith("?") else 0.0) for t in transcripts]
+
+
+def collect(out, n=6, reward=None, **kw):
+    specs = [EpisodeSpec(seed=i) for i in range(n)]
+    return collect_candidates(policy(), "system", specs, out, k=4, sampling=Sampling(max_new_tokens=8, temperature=1.0),
+                              batch_size=3, profiles=profiles(), max_rounds=3, reward_fn=reward or CountingReward(), **kw)
+
+
+def test_candidates_are_scored_in_one_reward_call_per_step_and_pairs_respect_the_margin(tmp_path):
+    reward = CountingReward()
+    path = collect(tmp_path, n=3, reward=reward)
+    recs = list(read_jsonl(path))
+    steps = max(len(r["states"]) for r in recs)
+    assert len(recs) == 3 and steps == 3 and all(1 <= len(r["states"]) <= 3 for r in recs)
+    # one batch of 3 sessions: each step makes one candidate-scoring call and one env reward call
+    assert reward.calls == 2 * steps
+    pairs = pairs_from_candidates(path, min_margin=0.5)
+    assert pairs and all(p["chosen"][0]["content"].endswith("?") and not p["rejected"][0]["content"].endswith("?")
+                         for p in pairs)
+    assert all(p["prompt"][0] == {"role": "system", "content": "system"} for p in pairs)
+    assert len(pairs_from_candidates(path, min_margin=2.0)) == 0
+
+
+def test_patient_scoring_mode_scores_after_the_patient_answers(tmp_path):
+    seen = []
+
+    def reward(profiles, transcripts, done):
+        seen.extend(t.turns[-1].speaker for t in transcripts)
+        return [StepReward(0.0) for _ in transcripts]
+
+    collect(tmp_path, n=1, reward=reward, scoring=CandidateScoring("patient"))
+    assert "patient" in seen
+
+
+def _collect_slowly(out):
+    collect(out, n=9, reward=CountingReward(delay=0.05))
+
+
+def test_killed_collection_resumes_without_losing_or_duplicating(tmp_path):
+    full = tmp_path / "full"
+    collect(full, n=9)
+    expected = {r["key"]: r for r in read_jsonl(full / "candidates.jsonl")}
+
+    killed = tmp_path / "killed"
+    ctx = mp.get_context("fork")
+    proc = ctx.Process(target=_collect_slowly, args=(killed,))
+    proc.start()
+    path = killed / "candidates.jsonl"
+    deadline = time.time() + 60
+    while time.time() < deadline and not (path.exists() and path.read_text().count("\n") >= 3):
+        time.sleep(0.02)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.join()
+    partial = path.read_text().count("\n")
+    assert 3 <= partial < 9, f"kill landed outside the run ({partial} episodes written)"
+
+    collect(killed, n=9)
+    got = list(read_jsonl(path))
+    keys = [r["key"] for r in got]
+    assert len(keys) == len(set(keys)) == 9
+    assert {k: r for k, r in zip(keys, got)} == expected
+    assert json.dumps(pairs_from_candidates(path, 0.5), sort_keys=True) == json.dumps(
+        pairs_from_candidates(full / "candidates.jsonl", 0.5), sort_keys=True)
