@@ -59,6 +59,14 @@ class Sampling:
     def greedy(self) -> bool:
         return self.temperature == 0
 
+    def request_seeds(self, n: int) -> list[int | None]:
+        """One seed per conversation of a batch of ``n``: ``seed, seed+1, ...`` (all None when unseeded).
+
+        Engines that seed each request separately (vLLM, HTTP servers) use these: one shared seed
+        would make identical conversations in a batch (several candidates for one state) identical.
+        """
+        return [None] * n if self.seed is None else [self.seed + i for i in range(n)]
+
     def with_(self, **changes: Any) -> "Sampling":
         """A copy with some fields changed."""
         return replace(self, **changes)

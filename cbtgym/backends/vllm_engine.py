@@ -18,14 +18,22 @@ from .base import Backend, BackendError, Sampling
 log = logging.getLogger(__name__)
 
 
-def per_request_seeds(seed: int | None, n: int) -> list[int | None]:
-    """One seed per conversation of a batch: ``seed, seed+1, ...``.
+def cpu_lacks_fast_bf16() -> bool:
+    """True on a Linux machine without a GPU whose CPU has neither AVX512-BF16 nor AMX.
 
-    A single shared seed would make identical conversations in one batch (several candidates
-    sampled for the same state) come out identical; offsetting by position keeps the batch
-    reproducible while its rows differ.
+    There vLLM's "auto" dtype (bfloat16 on CPU) is emulated: SmolLM2 ran at ~19 tokens/s in
+    bfloat16 against ~70 in float32 on a 2-core AVX2 machine.
     """
-    return [None] * n if seed is None else [seed + i for i in range(n)]
+    import torch
+
+    if torch.cuda.is_available():
+        return False
+    try:
+        with open("/proc/cpuinfo") as fh:
+            flags = next((line for line in fh if line.startswith("flags")), "").split()
+    except OSError:
+        return False
+    return bool(flags) and not {"avx512_bf16", "amx_bf16"} & set(flags)
 
 
 class VLLMBackend(Backend):
@@ -37,7 +45,8 @@ class VLLMBackend(Backend):
         max_model_len: Longest prompt + completion in tokens.
         enable_lora: Allow LoRA adapters (:meth:`set_adapter`); implied by ``adapter``.
         max_lora_rank: Largest LoRA rank an adapter may have.
-        dtype: Weight dtype (``"auto"`` reads it from the model's config.json).
+        dtype: Weight dtype. ``"auto"`` lets vLLM choose (bfloat16 on CPU), except on a CPU without
+            native bfloat16 (no AVX512-BF16/AMX), where float32 is several times faster and is used.
         seed: Engine seed; per-request seeds come from ``Sampling.seed``.
         adapter: A LoRA adapter folder to use from the start.
         **engine_kwargs: Passed to ``vllm.LLM`` as is (e.g. ``enforce_eager=True``).
@@ -70,6 +79,9 @@ class VLLMBackend(Backend):
         self.model_path = str(model)
         self.enable_lora = enable_lora or adapter is not None
         self.name = f"vllm:{self.model_path}"
+        if dtype == "auto" and cpu_lacks_fast_bf16():
+            dtype = "float32"
+            log.info("CPU without native bfloat16: running vLLM in float32")
         lora_kwargs = {"enable_lora": True, "max_lora_rank": max_lora_rank} if self.enable_lora else {}
         self.llm = vllm.LLM(
             model=self.model_path,
@@ -119,7 +131,9 @@ class VLLMBackend(Backend):
         structured = None
         if sampling.json_schema is not None:
             # A JSON string keeps vLLM from mutating the caller's (possibly shared) schema dict.
-            structured = StructuredOutputsParams(json=json.dumps(sampling.json_schema))
+            # No free whitespace between JSON tokens: small models otherwise can emit blank
+            # lines until max_tokens and return unfinished JSON.
+            structured = StructuredOutputsParams(json=json.dumps(sampling.json_schema), disable_any_whitespace=True)
         return [
             SamplingParams(
                 max_tokens=sampling.max_new_tokens,
@@ -129,10 +143,12 @@ class VLLMBackend(Backend):
                 stop=list(sampling.stop) or None,
                 structured_outputs=structured,
             )
-            for seed in per_request_seeds(sampling.seed, n)
+            for seed in sampling.request_seeds(n)
         ]
 
     def _generate(self, conversations, sampling):
+        if "llm" not in self.__dict__:
+            raise BackendError(f"{self.name} was closed; build a new VLLMBackend")
         try:
             outputs = self.llm.chat(
                 conversations,
@@ -143,6 +159,11 @@ class VLLMBackend(Backend):
         except Exception as e:
             raise BackendError(f"{self.name}: generation failed: {type(e).__name__}: {e}") from e
         texts = [o.outputs[0].text for o in outputs]
+        if sampling.json_schema is not None:
+            cut = sum(o.outputs[0].finish_reason == "length" for o in outputs)
+            if cut:
+                log.warning("%s: %d of %d JSON replies hit max_new_tokens=%d and are incomplete",
+                            self.name, cut, len(outputs), sampling.max_new_tokens)
         tokens = sum(len(o.outputs[0].token_ids) for o in outputs)
         return texts, tokens
 

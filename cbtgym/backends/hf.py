@@ -1,0 +1,212 @@
+"""transformers engine behind the batched :class:`~cbtgym.backends.base.Backend` interface.
+
+It runs anywhere torch runs (CPU or GPU) and can wrap a model that is already loaded, so a trainer
+rolls out with the very policy (a peft model included) it is training.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Any, Iterator, Sequence
+
+from .base import Backend, BackendError, Sampling, apply_stop
+
+
+def default_device() -> str:
+    """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def resolve_dtype(dtype: Any, device: str) -> Any:
+    """The torch dtype to load weights in: float32 on CPU (bf16 matmuls are slow there), else the config's."""
+    import torch
+
+    if dtype is None:
+        return torch.float32 if device == "cpu" else "auto"
+    if isinstance(dtype, str) and dtype != "auto":
+        try:
+            return getattr(torch, dtype)
+        except AttributeError:
+            raise ValueError(f"HFBackend(dtype={dtype!r}) is not a torch dtype; use e.g. 'float32' or 'bfloat16'")
+    return dtype
+
+
+class HFBackend(Backend):
+    """Batched chat generation with transformers.
+
+    Prompts are built with the tokenizer's chat template (``add_generation_prompt=True``), padded on the
+    left and generated ``batch_size`` at a time. Sampled decoding with ``Sampling.seed`` is reproducible
+    and leaves torch's global random state untouched.
+
+    Args:
+        model: A model folder or name (loaded with ``AutoModelForCausalLM``), or an already loaded
+            ``PreTrainedModel`` / peft model, used as is (not moved, not copied).
+        tokenizer: The tokenizer; loaded from ``model`` when omitted.
+        device: ``"cpu"``, ``"cuda"``, ...; default: a GPU when one is visible. Ignored for a loaded model.
+        dtype: Weight dtype for a model loaded here; default float32 on CPU, the config's dtype elsewhere.
+        batch_size: Conversations per forward batch.
+        adapter: A LoRA adapter folder to apply on top of the model (needs peft).
+
+    Attributes:
+        model: The (possibly peft-wrapped) model generating the text.
+        tokenizer: Its tokenizer.
+    """
+
+    supports_json_schema = False
+
+    def __init__(
+        self,
+        model: str | Path | Any,
+        tokenizer: Any = None,
+        *,
+        device: str | None = None,
+        dtype: Any = None,
+        batch_size: int = 16,
+        adapter: str | Path | None = None,
+    ) -> None:
+        super().__init__()
+        if batch_size < 1:
+            raise ValueError(f"HFBackend(batch_size=...) must be >= 1 (got {batch_size})")
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.batch_size = batch_size
+        if isinstance(model, (str, Path)):
+            source = str(model)
+            path = Path(source).expanduser()
+            if not path.exists() and (path.is_absolute() or source.startswith((".", "~"))):
+                raise BackendError(f"HFBackend could not load a model from {source!r}: no such folder")
+            self.device = device or default_device()
+            try:
+                self.model = AutoModelForCausalLM.from_pretrained(source, dtype=resolve_dtype(dtype, self.device))
+            except OSError as e:
+                raise BackendError(f"HFBackend could not load a model from {source!r}: {e}") from e
+            self.model.to(self.device)
+        else:
+            self.model = model
+            source = getattr(model, "name_or_path", None) or type(model).__name__
+            self.device = str(next(model.parameters()).device)
+        if tokenizer is None:
+            try:
+                tokenizer = AutoTokenizer.from_pretrained(source)
+            except (OSError, ValueError) as e:
+                raise BackendError(
+                    f"HFBackend could not load a tokenizer from {source!r}; pass tokenizer=... ({e})"
+                ) from e
+        self.tokenizer = tokenizer
+        if not getattr(tokenizer, "chat_template", None):
+            raise BackendError(f"the tokenizer of {source!r} has no chat template; HFBackend needs a chat model")
+        self.source = source
+        self.adapter: str | None = None
+        if adapter is not None:
+            self.load_adapter(adapter)
+        self.name = self._make_name()
+
+    def _make_name(self) -> str:
+        return f"hf:{self.source}" + (f"+lora:{self.adapter}" if self.adapter else "")
+
+    def load_adapter(self, path: str | Path) -> None:
+        """Wrap the model with the LoRA adapter saved in ``path`` (peft)."""
+        from peft import PeftModel
+
+        path = Path(path)
+        if not (path / "adapter_config.json").is_file():
+            raise BackendError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+        self.model = PeftModel.from_pretrained(self.model, str(path))
+        self.model.eval()
+        self.adapter = str(path)
+        self.name = self._make_name()
+
+    # -- generation ------------------------------------------------------------------------------
+
+    def _eos_ids(self) -> list[int]:
+        """Every token that ends a reply: the generation config's EOS ids plus the tokenizer's."""
+        ids: list[int] = []
+        gen_eos = getattr(getattr(self.model, "generation_config", None), "eos_token_id", None)
+        for tok in ([gen_eos] if isinstance(gen_eos, int) else list(gen_eos or [])) + [self.tokenizer.eos_token_id]:
+            if tok is not None and tok not in ids:
+                ids.append(tok)
+        if not ids:
+            raise BackendError(f"{self.name}: neither the model nor the tokenizer defines an EOS token")
+        return ids
+
+    def _generation_config(self, sampling: Sampling, eos_ids: list[int], pad_id: int) -> Any:
+        from transformers import GenerationConfig
+
+        kwargs: dict[str, Any] = dict(
+            max_new_tokens=sampling.max_new_tokens,
+            eos_token_id=eos_ids,
+            pad_token_id=pad_id,
+            use_cache=True,  # trainers often turn the cache off for gradient checkpointing
+        )
+        if sampling.greedy:
+            kwargs.update(do_sample=False)
+        else:
+            # top_k=0: only temperature and top_p shape the distribution, as in the other engines.
+            kwargs.update(do_sample=True, temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.stop:
+            kwargs["stop_strings"] = list(sampling.stop)
+        return GenerationConfig(**kwargs)
+
+    def prompts(self, conversations: Sequence[Sequence[dict[str, str]]]) -> list[str]:
+        """The chat-template text each conversation is continued from."""
+        return [
+            self.tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
+            for c in conversations
+        ]
+
+    def _generate(self, conversations, sampling):
+        prompts = self.prompts(conversations)
+        eos_ids = self._eos_ids()
+        pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
+        config = self._generation_config(sampling, eos_ids, pad_id)
+        texts: list[str] = [""] * len(prompts)
+        tokens = 0
+        with self._inference(sampling.seed if not sampling.greedy else None):
+            for start in range(0, len(prompts), self.batch_size):
+                chunk = prompts[start : start + self.batch_size]
+                # The template already holds the special tokens; left padding keeps every
+                # prompt's end next to its first generated token.
+                enc = self.tokenizer(
+                    chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
+                ).to(self.model.device)
+                out = self.model.generate(**enc, generation_config=config, tokenizer=self.tokenizer)
+                new = out[:, enc["input_ids"].shape[1] :]
+                for i, row in enumerate(new.tolist()):
+                    used = _completion_length(row, eos_ids)
+                    tokens += used
+                    text = self.tokenizer.decode(row[:used], skip_special_tokens=True)
+                    texts[start + i] = apply_stop(text, sampling.stop)
+        return texts, tokens
+
+    @contextlib.contextmanager
+    def _inference(self, seed: int | None) -> Iterator[None]:
+        """Eval mode, no grad, and (when seeded) a private RNG stream; restores all three afterwards."""
+        import torch
+
+        was_training = self.model.training
+        self.model.eval()
+        devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
+        try:
+            with torch.inference_mode(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+                if seed is not None:
+                    torch.manual_seed(seed)
+                yield
+        finally:
+            if was_training:
+                self.model.train()
+
+    def close(self) -> None:
+        """Drop the model reference (a loaded model handed in stays alive with its owner)."""
+        self.__dict__.pop("model", None)
+
+
+def _completion_length(row: list[int], eos_ids: list[int]) -> int:
+    """Generated tokens up to and including the first EOS (the rest is padding)."""
+    eos = set(eos_ids)
+    for i, tok in enumerate(row):
+        if tok in eos:
+            return i + 1
+    return len(row)

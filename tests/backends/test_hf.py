@@ -1,0 +1,109 @@
+"""HFBackend on the real embedded SmolLM2: batching, seeding, stop strings, loaded and peft models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from cbtgym.backends import BackendError, HFBackend, Sampling
+
+pytestmark = pytest.mark.slow
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You are a supportive therapist."},
+        {"role": "user", "content": "I keep thinking I will fail my exam tomorrow and I cannot sleep."},
+    ],
+    [{"role": "user", "content": "Say hello."}],
+    [
+        {"role": "user", "content": "I feel nobody at work likes me."},
+        {"role": "assistant", "content": "That sounds painful. What makes you think so?"},
+        {"role": "user", "content": "Nobody invited me to lunch today."},
+    ],
+]
+GREEDY = Sampling(max_new_tokens=20)
+
+
+def test_batch_gives_real_text_in_order_equal_to_one_by_one(embedded_hf):
+    calls = embedded_hf.stats.calls
+    batched = embedded_hf.generate(CONVERSATIONS, GREEDY)
+    assert embedded_hf.stats.calls == calls + 1  # one call for the whole batch
+    assert len(batched) == len(CONVERSATIONS)
+    assert all(t.strip() for t in batched)
+    assert "Paris" in batched[0]
+    one_by_one = [embedded_hf.generate([c], GREEDY)[0] for c in CONVERSATIONS]
+    assert batched == one_by_one
+
+
+def test_chunking_keeps_order(embedded_hf):
+    small = HFBackend(embedded_hf.model, embedded_hf.tokenizer, batch_size=3)  # chunks of 3 + 1
+    assert small.generate(CONVERSATIONS, GREEDY) == embedded_hf.generate(CONVERSATIONS, GREEDY)
+    assert small.stats.completion_tokens > 0
+
+
+def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(embedded_hf):
+    sampled = Sampling(max_new_tokens=16, temperature=1.0, seed=11)
+    rng_before = torch.get_rng_state()
+    first = embedded_hf.generate(CONVERSATIONS, sampled)
+    assert torch.equal(torch.get_rng_state(), rng_before)
+    assert embedded_hf.generate(CONVERSATIONS, sampled) == first
+    assert embedded_hf.generate(CONVERSATIONS, sampled.with_(seed=12)) != first
+
+
+def test_candidates_for_one_state_differ(embedded_hf):
+    texts = embedded_hf.generate([CONVERSATIONS[1]] * 4, Sampling(max_new_tokens=16, temperature=1.0, seed=3))
+    assert len(set(texts)) > 1
+
+
+def test_stop_strings_cut_the_reply(embedded_hf):
+    conv = [CONVERSATIONS[1]]
+    full = embedded_hf.generate(conv, GREEDY)[0]
+    words = full.split()
+    assert len(words) >= 4, full
+    stop = " " + words[3]  # a string known to occur in the greedy reply
+    cut = embedded_hf.generate(conv, GREEDY.with_(stop=(stop, "never-occurs")))[0]
+    assert cut == full[: full.index(stop)]
+    assert stop not in cut
+
+
+def test_train_mode_of_a_borrowed_model_is_restored(embedded_hf):
+    embedded_hf.model.train()
+    try:
+        assert embedded_hf.generate(CONVERSATIONS[:1], GREEDY)[0].strip()
+        assert embedded_hf.model.training
+    finally:
+        embedded_hf.model.eval()
+
+
+def test_peft_model_and_saved_adapter(embedded_dir, embedded_hf, tmp_path):
+    peft = pytest.importorskip("peft")
+    from transformers import AutoModelForCausalLM
+
+    base = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
+    # LoRA's B starts at zero, so an untrained adapter must reproduce the base model exactly.
+    lora = peft.get_peft_model(base, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    expected = embedded_hf.generate(CONVERSATIONS[:2], GREEDY)
+
+    wrapped = HFBackend(lora, embedded_hf.tokenizer)
+    assert wrapped.model is lora and wrapped.tokenizer is embedded_hf.tokenizer
+    assert wrapped.generate(CONVERSATIONS[:2], GREEDY) == expected
+
+    lora.save_pretrained(tmp_path / "adapter")
+    from_disk = HFBackend(embedded_dir, adapter=tmp_path / "adapter")
+    assert from_disk.name == f"hf:{embedded_dir}+lora:{tmp_path / 'adapter'}"
+    assert from_disk.generate(CONVERSATIONS[:2], GREEDY) == expected
+
+
+def test_name_and_flags(embedded_hf, embedded_dir):
+    assert embedded_hf.name == f"hf:{embedded_dir}"
+    assert embedded_hf.supports_json_schema is False
+
+
+def test_bad_inputs_fail_clearly(embedded_hf, tmp_path):
+    with pytest.raises(ValueError, match="batch_size"):
+        HFBackend(embedded_hf.model, embedded_hf.tokenizer, batch_size=0)
+    with pytest.raises(BackendError, match="adapter_config.json"):
+        HFBackend(embedded_hf.model, embedded_hf.tokenizer, adapter=tmp_path)
+    with pytest.raises(BackendError, match="could not load a model"):
+        HFBackend(tmp_path / "missing")

