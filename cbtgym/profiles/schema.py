@@ -30,6 +30,7 @@ class ProfileError(ValueError):
             where.append(f"field '{field}'")
         super().__init__(": ".join(where + [message]))
         self.source, self.profile_id, self.field = source, profile_id, field
+        self.detail = message  # the bare reason, so a loader can re-raise it with a better location
 
 
 @dataclass(frozen=True)
