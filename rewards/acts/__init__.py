@@ -1,0 +1,43 @@
+"""Therapist act labels in the LLM4CBT taxonomy (13 act types in 5 categories, plus ``oov``).
+
+Two classifiers with one interface, ``classify(texts, contexts=None) -> list[ActLabel]`` and
+``judge(...) -> list[JudgeResult]``:
+
+* :class:`EmbeddedActClassifier`: deterministic, CPU, MiniLM embeddings + logistic regression
+  fitted at load on ``data/examples.jsonl``;
+* :class:`LLMActClassifier`: any backend, prompted with the definitions of ``taxonomy.yaml``.
+
+``label_file`` labels a JSONL file (``cbtgym label``); ``make_act_classifier`` builds either from
+a ``--judge`` value. Importing this package loads no model.
+"""
+
+from .labeling import label_file, make_act_classifier
+from .labels import ActClassifier, ActLabel
+from .taxonomy import CATEGORIES, act_types, category_of, load_taxonomy
+
+
+def __getattr__(name: str):
+    # The classifiers are imported on first use so that `import rewards.acts` stays cheap.
+    if name == "EmbeddedActClassifier":
+        from .embedded_classifier import EmbeddedActClassifier
+
+        return EmbeddedActClassifier
+    if name == "LLMActClassifier":
+        from .llm_classifier import LLMActClassifier
+
+        return LLMActClassifier
+    raise AttributeError(f"module 'rewards.acts' has no attribute {name!r}")
+
+
+__all__ = [
+    "ActClassifier",
+    "ActLabel",
+    "CATEGORIES",
+    "EmbeddedActClassifier",
+    "LLMActClassifier",
+    "act_types",
+    "category_of",
+    "label_file",
+    "load_taxonomy",
+    "make_act_classifier",
+]

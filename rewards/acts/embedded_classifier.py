@@ -1,0 +1,160 @@
+"""Act labels on the CPU, deterministically: MiniLM embeddings + surface cues -> logistic regression.
+
+At load, the classifier embeds the example utterances of ``data/examples.jsonl`` (written for
+this project, >= 15 per type) and fits two multinomial logistic regressions on them (numpy,
+from zero weights, so every load gives the same model): one over the 14 types, one over the 6
+categories. The features of an utterance are its all-MiniLM-L6-v2 embedding plus a few surface
+cues that embeddings blur (a trailing "?", length, a handful of marker phrases).
+
+Prediction is hierarchical: the category is chosen first, from the average of the category
+model's probabilities and the type model's probabilities summed by category (the category model
+pools the examples of all of a category's types, so it is the steadier of the two); the type is
+then the most probable type within that category.
+
+Choices (feature set, ``l2``, the hierarchy) were made by 5-fold cross-validation on the
+examples only; ``data/eval.jsonl`` is held out and only measured (``bench/act_labels.py``).
+Contexts are accepted for the common interface but not used: context features gave no gain in
+that cross-validation.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .data import EXAMPLES_FILE, LabelledUtterance, load_labelled
+from .labels import ActClassifier, ActLabel, check_batch
+from .softmax import SoftmaxRegression, fit_softmax
+from .taxonomy import CATEGORIES, load_taxonomy
+
+EmbedFn = Callable[[Sequence[str]], np.ndarray]
+
+#: Phrases that mark an act's form (an interrogative opening, a "you ..." reflection, a suggestion,
+#: a normalising or an explanatory phrase). Fixed before measuring, from the taxonomy's definitions.
+MARKERS: dict[str, re.Pattern[str]] = {
+    name: re.compile(pattern)
+    for name, pattern in {
+        "question_form": r"^(what|how|when|where|who|which|why|do|does|did|is|are|was|were|can|could|would|have|has)\b",
+        "reflective_opening": r"^(you|you're|you've|you'd|it sounds|it seems|so you|sounds like|that sounds|that must|i can hear|i'm hearing)\b",
+        "suggestion": r"\b(let's|let us|try|could try|you could|you might|maybe you|perhaps|how about|i'd like you to|homework|plan|goal|next week|this week)\b",
+        "normalising": r"\b(common|normal|natural|many people|lots of people|most people|anyone|not alone|makes sense|understandable|human)\b",
+        "explanatory": r"\b(cbt|brain|tends to|usually|often|is when|means|called|our thoughts|the body|the mind)\b",
+    }.items()
+}
+#: Markers are weaker evidence than the form cues; this scale keeps them from dominating.
+MARKER_WEIGHT = 0.5
+#: Words at which the length feature saturates.
+LENGTH_CAP = 40
+
+
+def surface_features(texts: Sequence[str]) -> np.ndarray:
+    """``(n, 9)`` float32 cues: ends with "?", has "?", length/40 (capped), at most 3 words, and the markers."""
+    rows = []
+    for text in texts:
+        t = text.strip()
+        low = t.lower()
+        words = len(t.split())
+        form = [t.endswith("?"), "?" in t, min(words, LENGTH_CAP) / LENGTH_CAP, words <= 3]
+        marks = [MARKER_WEIGHT * bool(p.search(low)) for p in MARKERS.values()]
+        rows.append([float(v) for v in form] + marks)
+    return np.asarray(rows, dtype=np.float32).reshape(len(rows), 4 + len(MARKERS))
+
+
+def _default_embed(texts: Sequence[str]) -> np.ndarray:
+    from cbtgym.embeddings import embed
+
+    return embed(list(texts))
+
+
+class EmbeddedActClassifier(ActClassifier):
+    """Deterministic CPU act classifier (MiniLM embeddings + logistic regression).
+
+    Args:
+        examples: Labelled utterances to fit on, or a JSONL path (default ``data/examples.jsonl``).
+        embed: ``texts -> (n, d)`` L2-normalised embeddings (default all-MiniLM-L6-v2 via
+            :mod:`cbtgym.embeddings`); tests of logic may pass a cheaper one.
+        l2: Weight penalty of both regressions.
+        iterations: Gradient steps of each fit.
+        batch_size: Utterances embedded per call inside :meth:`classify`.
+    """
+
+    name = "acts_embedded"
+
+    def __init__(
+        self,
+        examples: Sequence[LabelledUtterance] | str | Path = EXAMPLES_FILE,
+        *,
+        embed: EmbedFn | None = None,
+        l2: float = 1e-4,
+        iterations: int = 1000,
+        batch_size: int = 256,
+    ) -> None:
+        self.taxonomy = load_taxonomy()
+        self.types = self.taxonomy.names
+        self.examples = load_labelled(examples) if isinstance(examples, (str, Path)) else list(examples)
+        missing = [t for t in self.types if not any(e.type == t for e in self.examples)]
+        if missing:
+            raise ValueError(f"EmbeddedActClassifier needs examples of every act type; none for {', '.join(missing)}")
+        self._embed = embed or _default_embed
+        self.batch_size = batch_size
+        # category index of each type, to sum type probabilities by category
+        self._type_category = np.array([CATEGORIES.index(self.taxonomy.category_of(t)) for t in self.types])
+        #: The examples' embeddings (L2-normalised), kept for near-duplicate checks and inspection.
+        self.example_embeddings = self._embed([e.text for e in self.examples])
+        X = self._features(self.example_embeddings, [e.text for e in self.examples])
+        y = np.array([self.types.index(e.type) for e in self.examples])
+        self.type_model: SoftmaxRegression = fit_softmax(X, y, len(self.types), l2, iterations)
+        self.category_model: SoftmaxRegression = fit_softmax(X, self._type_category[y], len(CATEGORIES), l2, iterations)
+
+    @staticmethod
+    def _features(embeddings: np.ndarray, texts: Sequence[str]) -> np.ndarray:
+        return np.hstack([np.asarray(embeddings, dtype=np.float32), surface_features(texts)])
+
+    def probabilities(self, texts: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(type_probs (n, 14), category_probs (n, 6))`` of the hierarchical model (see the module doc)."""
+        texts = list(texts)
+        if not texts:
+            return np.zeros((0, len(self.types))), np.zeros((0, len(CATEGORIES)))
+        emb = np.vstack([self._embed(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
+        X = self._features(emb, texts)
+        p_type = self.type_model.probs(X)
+        p_cat_from_types = np.stack([p_type[:, self._type_category == c].sum(axis=1) for c in range(len(CATEGORIES))], axis=1)
+        p_cat = 0.5 * (p_cat_from_types + self.category_model.probs(X))
+        # Type scores: the category's probability shared among its types as the type model shares it,
+        # so that type scores sum to the category scores.
+        share = p_type / np.maximum(p_cat_from_types[:, self._type_category], 1e-12)
+        return share * p_cat[:, self._type_category], p_cat
+
+    def classify(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> list[ActLabel]:
+        """Label a batch of therapist utterances (one embedding pass for the whole batch).
+
+        An empty or whitespace-only utterance is ``oov`` with confidence 1 (there is nothing to embed).
+        ``contexts`` are validated but not used (see the module docstring).
+        """
+        texts, _ = check_batch(texts, contexts, type(self).__name__)
+        live = [i for i, t in enumerate(texts) if t.strip()]
+        p_type, p_cat = self.probabilities([texts[i] for i in live])
+        out: list[ActLabel] = [
+            ActLabel.one_hot("oov", self.types, rationale="empty utterance") for _ in texts
+        ]
+        for row, i in enumerate(live):
+            c = int(p_cat[row].argmax())
+            in_cat = np.where(self._type_category == c, p_type[row], -1.0)
+            t = int(in_cat.argmax())
+            type_scores = {name: float(p) for name, p in zip(self.types, p_type[row])}
+            top = sorted(type_scores.items(), key=lambda kv: -kv[1])[:3]
+            out[i] = ActLabel(
+                type=self.types[t],
+                category=CATEGORIES[c],
+                confidence=float(p_type[row, t]),
+                type_scores=type_scores,
+                category_scores={name: float(p) for name, p in zip(CATEGORIES, p_cat[row])},
+                rationale="top types: " + ", ".join(f"{k} {v:.2f}" for k, v in top),
+            )
+        return out
+
+    def __repr__(self) -> str:
+        return f"EmbeddedActClassifier({len(self.examples)} examples)"
