@@ -1,0 +1,48 @@
+"""The embedded crisis detector with its MiniLM backstop (real model: slow)."""
+
+from __future__ import annotations
+
+import pytest
+
+pytest.importorskip("sentence_transformers", reason="the MiniLM backstop needs sentence-transformers")
+
+from rewards.safety import EmbeddedCrisisDetector, EmbeddedReplyChecker  # noqa: E402
+from rewards.safety.probes import evaluate, load_probes  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def embedded():
+    try:
+        from cbtgym.embeddings import EmbedderUnavailable, load_embedder
+
+        load_embedder()
+    except EmbedderUnavailable as e:  # pragma: no cover - depends on the install
+        pytest.skip(str(e))
+    detector = EmbeddedCrisisDetector()
+    return detector, EmbeddedReplyChecker(detector=detector)
+
+
+def test_rules_plus_minilm_meet_the_targets(embedded):
+    m = evaluate(*embedded, *load_probes(splits=["dev", "test"]))
+    assert m.crisis_recall >= 0.9, m.errors
+    assert m.false_positive_rate <= 0.1, m.errors
+    assert m.reply_accuracy >= 0.85, m.errors
+
+
+def test_backstop_adds_recall_on_unseen_wording(embedded):
+    detect, _ = load_probes(splits=["fresh"])
+    rules_only = EmbeddedCrisisDetector(use_embeddings=False)
+    with_backstop = evaluate(embedded[0], embedded[1], detect, [])
+    without = evaluate(rules_only, embedded[1], detect, [])
+    assert with_backstop.crisis_recall > without.crisis_recall
+
+
+def test_backstop_evidence_names_the_exemplar_and_is_deterministic(embedded):
+    texts = ["I think about walking into the sea and not coming back.", "I'd kill for a holiday."]
+    first, second = embedded[0].detect(texts), embedded[0].detect(texts)
+    assert [f.to_dict() for f in first] == [f.to_dict() for f in second]
+    assert first[1].crisis is False
+    if first[0].crisis:  # evidence of a backstop hit quotes the sentence and the exemplar it resembled
+        assert "similar to" in next(iter(first[0].evidence.values()))
