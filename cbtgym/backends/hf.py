@@ -162,24 +162,51 @@ class HFBackend(Backend):
         eos_ids = self._eos_ids()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
         config = self._generation_config(sampling, eos_ids, pad_id)
+        # Identical prompts (k candidates for one state) are prefilled once; chunks of similar
+        # length waste little compute on padding. Prefill dominates generation cost on CPU.
+        unique = sorted(dict.fromkeys(prompts), key=len)
+        rows_of: dict[str, list[int]] = {}
+        for i, p in enumerate(prompts):
+            rows_of.setdefault(p, []).append(i)
         texts: list[str] = [""] * len(prompts)
         tokens = 0
         with self._inference(sampling.seed if not sampling.greedy else None):
-            for start in range(0, len(prompts), self.batch_size):
-                chunk = prompts[start : start + self.batch_size]
+            for start in range(0, len(unique), self.batch_size):
+                chunk = unique[start : start + self.batch_size]
+                rows = [i for p in chunk for i in rows_of[p]]
+                copies = [len(rows_of[p]) for p in chunk]
                 # The template already holds the special tokens; left padding keeps every
                 # prompt's end next to its first generated token.
                 enc = self.tokenizer(
                     chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
                 ).to(self.model.device)
-                out = self.model.generate(**enc, generation_config=config, tokenizer=self.tokenizer)
-                new = out[:, enc["input_ids"].shape[1] :]
-                for i, row in enumerate(new.tolist()):
+                new = self._generate_chunk(enc, copies, config)
+                for i, row in zip(rows, new.tolist()):
                     used = _completion_length(row, eos_ids)
                     tokens += used
                     text = self.tokenizer.decode(row[:used], skip_special_tokens=True)
-                    texts[start + i] = apply_stop(text, sampling.stop)
+                    texts[i] = apply_stop(text, sampling.stop)
         return texts, tokens
+
+    def _generate_chunk(self, enc: Any, copies: list[int], config: Any) -> Any:
+        """New tokens for each prompt of ``enc`` repeated ``copies[j]`` times (rows in that order)."""
+        import torch
+
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        if max(copies) == 1 or ids.shape[1] < 2:
+            return self.model.generate(**enc, generation_config=config, tokenizer=self.tokenizer)[:, ids.shape[1] :]
+        # Prefill each distinct prompt but its last token once, then fan the cache out to its copies;
+        # generate() feeds the last token against the cache, positions from the attention mask as usual.
+        positions = (mask.long().cumsum(-1) - 1).clamp(min=0)
+        prefix = self.model(input_ids=ids[:, :-1], attention_mask=mask[:, :-1], position_ids=positions[:, :-1],
+                            use_cache=True)
+        index = torch.repeat_interleave(torch.arange(len(copies), device=ids.device),
+                                        torch.tensor(copies, device=ids.device))
+        cache = prefix.past_key_values
+        cache.batch_select_indices(index)
+        out = self.model.generate(input_ids=ids[index], attention_mask=mask[index], past_key_values=cache,
+                                  generation_config=config, tokenizer=self.tokenizer)
+        return out[:, ids.shape[1] :]
 
     @contextlib.contextmanager
     def _inference(self, seed: int | None) -> Iterator[None]:

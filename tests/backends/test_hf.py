@@ -42,6 +42,18 @@ def test_chunking_keeps_order(embedded_hf):
     assert small.stats.completion_tokens > 0
 
 
+def test_repeated_prompts_share_one_prefill_and_match_unshared_generation(embedded_hf):
+    # k copies of each state (candidate sampling) take the shared-prefix path; greedy output must
+    # equal plain generation of each prompt, for every copy, in the caller's order.
+    repeated = [c for c in CONVERSATIONS for _ in range(3)]
+    shared = embedded_hf.generate(repeated, GREEDY)
+    assert shared == [t for t in embedded_hf.generate(CONVERSATIONS, GREEDY) for _ in range(3)]
+    interleaved = CONVERSATIONS + CONVERSATIONS[::-1]
+    assert embedded_hf.generate(interleaved, GREEDY) == [embedded_hf.generate([c], GREEDY)[0] for c in interleaved]
+    sampled = embedded_hf.generate(repeated, Sampling(max_new_tokens=16, temperature=1.0, seed=5))
+    assert all(t.strip() for t in sampled) and len(set(sampled[:3])) > 1
+
+
 def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(embedded_hf):
     sampled = Sampling(max_new_tokens=16, temperature=1.0, seed=11)
     rng_before = torch.get_rng_state()
