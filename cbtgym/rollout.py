@@ -86,10 +86,10 @@ def run_episodes(
             actions = [""] * len(chunk)
             for j, a in zip(idx, said):
                 actions[j] = a
-            _, r, _, _, infos = venv.step(actions)
+            _, r, _, _, _ = venv.step(actions)
             for j in idx:
                 rewards[j].append(float(r[j]))
-                comps[j].append(infos["reward_components"][j] if "reward_components" in infos else {})
+                comps[j].append(venv.env_infos[j].get("reward_components", {}))
             if on_step:
                 on_step(len(idx))
         for j, spec in enumerate(chunk):

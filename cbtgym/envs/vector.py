@@ -24,7 +24,8 @@ class CBTSessionVectorEnv(VectorEnv):
     options for all sessions, plus ``"reset_mask"`` (which sessions to reset) and
     ``"per_env"`` (a list of per-session option dicts).
     Observations are tuples of strings; ``infos`` follow Gymnasium's vector convention
-    (``info[key]`` an object array, ``info["_" + key]`` its mask).
+    (``info[key]`` an object array, ``info["_" + key]`` its mask); ``env_infos`` keeps the last
+    reset/step's per-session info dicts as the single env returns them, for code that wants them unvectorized.
 
     Args:
         num_envs: Number of parallel sessions.
@@ -50,6 +51,7 @@ class CBTSessionVectorEnv(VectorEnv):
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = kwargs.get("render_mode")
         self._done = np.ones(num_envs, dtype=bool)
+        self.env_infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
         options = dict(options or {})
@@ -68,8 +70,10 @@ class CBTSessionVectorEnv(VectorEnv):
         self._respond(chosen)
         self._done[chosen] = False
         infos: dict[str, Any] = {}
+        self.env_infos = [{} for _ in range(self.num_envs)]
         for i in chosen:
-            infos = self._add_info(infos, self.envs[i]._info(), i)
+            self.env_infos[i] = self.envs[i]._info()
+            infos = self._add_info(infos, self.env_infos[i], i)
         return self._observations(), infos
 
     def step(self, actions: Sequence[str]):
@@ -87,8 +91,10 @@ class CBTSessionVectorEnv(VectorEnv):
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
+        self.env_infos = [{} for _ in range(self.num_envs)]
         for i, reward in zip(running, scored):
             _, rewards[i], terminated[i], truncated[i], info = self.envs[i]._finish_step(reward, *ends[i])
+            self.env_infos[i] = info
             infos = self._add_info(infos, info, i)
         self._done |= terminated | truncated
         return self._observations(), rewards, terminated, truncated, infos
