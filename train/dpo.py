@@ -29,18 +29,19 @@ class DPOScriptConfig:
 
     output_dir: str = field(default="outputs/dpo-smollm2", metadata={"help": "where pairs, adapter, evals and results.json go"})
     model: str = field(default="embedded", metadata={"help": "'embedded' (SmolLM2-135M-Instruct) or a model path"})
-    therapist_prompt: str = field(default="llm4cbt", metadata={"help": "system prompt of the policy (name or .txt path)"})
+    therapist_prompt: str = field(default="brief", metadata={"help": "system prompt of the policy (name or .txt path)"})
     train_profiles: str = field(default="bank:train", metadata={"help": "profiles for pair collection"})
     eval_profiles: str = field(default="bank:test", metadata={"help": "held-out profiles for before/after evaluation"})
     eval_attitudes: str = field(default="both", metadata={"help": "'both', 'active', 'passive' or 'profile'"})
+    eval_limit: int = field(default=0, metadata={"help": "evaluate on the first N eval profiles only (0: all)"})
     eval_seeds: list = field(default_factory=lambda: [0], metadata={"help": "seeds per eval profile x attitude"})
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": "reward function of the env: 'rubric'"})
     rounds: int = field(default=4, metadata={"help": "therapist turns per session"})
-    collect_episodes: int = field(default=48, metadata={"help": "training sessions to sample candidates in"})
+    collect_episodes: int = field(default=32, metadata={"help": "training sessions to sample candidates in"})
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
     temperature: float = field(default=1.0, metadata={"help": "sampling temperature for candidates"})
-    max_new_tokens: int = field(default=48, metadata={"help": "tokens per therapist utterance"})
+    max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})
     scoring: str = field(default="turn", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
@@ -50,10 +51,13 @@ class DPOScriptConfig:
     num_train_epochs: float = field(default=2.0, metadata={"help": "epochs over the pairs"})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "pairs per device step"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "steps per optimizer update"})
-    max_length: int = field(default=640, metadata={"help": "max tokens of prompt + reply (left-truncated)"})
+    max_length: int = field(default=640, metadata={"help": "max tokens of prompt + reply"})
+    prompt_messages: int = field(default=3, metadata={"help": "train on the system prompt + the last N dialogue messages (0: all)"})
+    precompute_ref_log_probs: bool = field(default=True, metadata={"help": "reference log-probs once before training"})
     lora_r: int = field(default=16, metadata={"help": "LoRA rank"})
     lora_alpha: int = field(default=32, metadata={"help": "LoRA alpha"})
     lora_dropout: float = field(default=0.0, metadata={"help": "LoRA dropout"})
+    lora_layers: int = field(default=0, metadata={"help": "LoRA on the top N decoder layers only (0: all); backward stops there"})
     load_in_4bit: bool = field(default=False, metadata={"help": "QLoRA: 4-bit base model (GPU, bitsandbytes)"})
     gradient_checkpointing: bool = field(default=False, metadata={"help": "trade compute for memory (large models)"})
     bf16: bool = field(default=False, metadata={"help": "bf16 training (GPU)"})
@@ -73,7 +77,6 @@ class DPOScriptConfig:
 def main(cfg: DPOScriptConfig) -> dict:
     import torch
     from datasets import Dataset
-    from peft import LoraConfig
     from tqdm import tqdm
     from transformers import set_seed
     from trl import DPOConfig, DPOTrainer
@@ -84,7 +87,8 @@ def main(cfg: DPOScriptConfig) -> dict:
     from cbtgym.therapists import therapist_prompt
     from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
     from cbtgym.training.policy import load_policy, resolve_model_path
-    from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates
+    from cbtgym.training.policy import lora_config
+    from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates, trim_prompt
     from cbtgym.training.tracking import init_wandb, log_transcripts
 
     t0 = time.time()
@@ -101,13 +105,21 @@ def main(cfg: DPOScriptConfig) -> dict:
     eval_kwargs = {**env_kwargs, "profiles": cfg.eval_profiles}
     model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
 
-    def policy_backend(m):
-        if cfg.rollout_backend == "vllm":
-            return make_backend({"type": "vllm", "model": resolve_model_path(cfg.model), "enable_lora": True})
-        return HFBackend(m, tokenizer, batch_size=cfg.rollout_batch_size)
+    vllm_policy = None
+
+    def policy_backend(m, adapter: str | None = None):
+        """The policy for rollouts: the in-process model (hf), or one vLLM engine that swaps in the adapter."""
+        nonlocal vllm_policy
+        if cfg.rollout_backend == "hf":
+            return HFBackend(m, tokenizer, batch_size=cfg.rollout_batch_size)
+        if vllm_policy is None:
+            vllm_policy = make_backend({"type": "vllm", "model": resolve_model_path(cfg.model), "enable_lora": True,
+                                        "max_lora_rank": cfg.lora_r})
+        vllm_policy.set_adapter(adapter)
+        return vllm_policy
 
     # 1. the base policy on held-out profiles
-    specs = eval_specs(cfg.eval_profiles, cfg.eval_attitudes, cfg.eval_seeds)
+    specs = eval_specs(cfg.eval_profiles, cfg.eval_attitudes, cfg.eval_seeds, cfg.eval_limit)
     base = policy_backend(model)
     t = time.time()
     before = evaluate_backend(base, cfg.therapist_prompt, specs, out / "eval_before.jsonl", desc="eval before",
@@ -128,7 +140,8 @@ def main(cfg: DPOScriptConfig) -> dict:
         raise SystemExit(f"no pair reached min_margin={cfg.min_margin}: sample more candidates (--k) or episodes")
     with open(out / "pairs.jsonl", "w") as fh:
         fh.writelines(json.dumps(p) + "\n" for p in pairs)
-    dataset = Dataset.from_list([{k: p[k] for k in ("prompt", "chosen", "rejected")} for p in pairs])
+    dataset = Dataset.from_list([{"prompt": trim_prompt(p["prompt"], cfg.prompt_messages), "chosen": p["chosen"],
+                                  "rejected": p["rejected"]} for p in pairs])
     dataset.save_to_disk(str(out / "pairs_dataset"))
 
     # 3. DPO with LoRA, checkpointed; a restarted run resumes from the last checkpoint
@@ -136,13 +149,12 @@ def main(cfg: DPOScriptConfig) -> dict:
         output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, beta=cfg.beta,
         num_train_epochs=cfg.num_train_epochs, per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
-        truncation_mode="keep_end", logging_steps=5, save_steps=cfg.save_steps, save_total_limit=2,
+        precompute_ref_log_probs=cfg.precompute_ref_log_probs, logging_steps=5, save_steps=cfg.save_steps, save_total_limit=2,
         report_to=["wandb"] if run is not None else [], run_name=run.name if run is not None else None,
         seed=cfg.seed, bf16=cfg.bf16, gradient_checkpointing=cfg.gradient_checkpointing,
         lr_scheduler_type="constant_with_warmup", warmup_steps=2, dataset_num_proc=None,
     )
-    peft_config = LoraConfig(r=cfg.lora_r, lora_alpha=cfg.lora_alpha, lora_dropout=cfg.lora_dropout,
-                             target_modules="all-linear", task_type="CAUSAL_LM")
+    peft_config = lora_config(model, cfg.lora_r, cfg.lora_alpha, cfg.lora_dropout, cfg.lora_layers)
     trainer = DPOTrainer(model=model, args=args, train_dataset=dataset, processing_class=tokenizer, peft_config=peft_config)
     before_params = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     last_ckpt = _last_checkpoint(out / "checkpoints")
@@ -153,9 +165,10 @@ def main(cfg: DPOScriptConfig) -> dict:
     trainer.model.save_pretrained(str(out / "adapter"))
     tokenizer.save_pretrained(str(out / "adapter"))
 
-    # 4. the trained policy on the same held-out episodes
+    # 4. the trained policy on the same held-out episodes (LoRA merged: rollouts at the base model's speed)
     t = time.time()
-    after = evaluate_backend(policy_backend(trainer.model.eval()), cfg.therapist_prompt, specs, out / "eval_after.jsonl",
+    trained = trainer.model.merge_and_unload().eval() if cfg.rollout_backend == "hf" else None
+    after = evaluate_backend(policy_backend(trained, str(out / "adapter")), cfg.therapist_prompt, specs, out / "eval_after.jsonl",
                              desc="eval after", max_new_tokens=cfg.max_new_tokens, batch_size=cfg.rollout_batch_size,
                              **eval_kwargs)
     timings["eval_after_s"] = time.time() - t

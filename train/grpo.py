@@ -30,7 +30,7 @@ class GRPOScriptConfig:
 
     output_dir: str = field(default="outputs/grpo-smollm2", metadata={"help": "where the adapter and results.json go"})
     model: str = field(default="embedded", metadata={"help": "'embedded' (SmolLM2-135M-Instruct) or a model path"})
-    therapist_prompt: str = field(default="llm4cbt", metadata={"help": "system prompt of the policy"})
+    therapist_prompt: str = field(default="brief", metadata={"help": "system prompt of the policy"})
     train_profiles: str = field(default="bank:train", metadata={"help": "profiles of the training sessions"})
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": "env reward: 'rubric'"})

@@ -31,14 +31,14 @@ class SFTScriptConfig:
 
     output_dir: str = field(default="outputs/sft-smollm2", metadata={"help": "where data, adapter and results.json go"})
     model: str = field(default="embedded", metadata={"help": "'embedded' (SmolLM2-135M-Instruct) or a model path"})
-    therapist_prompt: str = field(default="llm4cbt", metadata={"help": "system prompt put before every example"})
+    therapist_prompt: str = field(default="brief", metadata={"help": "system prompt put before every example"})
     data: str = field(default="best-of-k", metadata={"help": "'best-of-k' or a JSONL of episodes/conversations"})
     train_profiles: str = field(default="bank:train", metadata={"help": "profiles for best-of-k data"})
     collect_episodes: int = field(default=32, metadata={"help": "best-of-k: sessions to sample in"})
     k: int = field(default=4, metadata={"help": "best-of-k: candidates per therapist turn"})
     min_score: float = field(default=0.5, metadata={"help": "best-of-k: keep a best candidate scoring at least this"})
     rounds: int = field(default=4, metadata={"help": "therapist turns per session"})
-    max_new_tokens: int = field(default=48, metadata={"help": "tokens per therapist utterance"})
+    max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
     learning_rate: float = field(default=2e-4, metadata={"help": "learning rate (LoRA)"})
     num_train_epochs: float = field(default=2.0, metadata={"help": "epochs"})
@@ -55,6 +55,7 @@ class SFTScriptConfig:
     eval: bool = field(default=True, metadata={"help": "evaluate base and trained policy on held-out profiles"})
     eval_profiles: str = field(default="bank:test", metadata={"help": "held-out profiles"})
     eval_attitudes: str = field(default="both", metadata={"help": "'both', 'active', 'passive' or 'profile'"})
+    eval_limit: int = field(default=0, metadata={"help": "evaluate on the first N eval profiles only (0: all)"})
     seed: int = field(default=0, metadata={"help": "seed of everything"})
     wandb: bool = field(default=True, metadata={"help": "log to W&B (offline unless WANDB_MODE is set)"})
 
@@ -84,7 +85,7 @@ def main(cfg: SFTScriptConfig) -> dict:
     model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
     system = therapist_prompt(cfg.therapist_prompt)
     env_kwargs = dict(max_rounds=cfg.rounds, reward_fn="rubric")
-    specs = eval_specs(cfg.eval_profiles, cfg.eval_attitudes) if cfg.eval else []
+    specs = eval_specs(cfg.eval_profiles, cfg.eval_attitudes, limit=cfg.eval_limit) if cfg.eval else []
     before = evaluate_backend(HFBackend(model, tokenizer), cfg.therapist_prompt, specs, out / "eval_before.jsonl",
                               desc="eval before", max_new_tokens=cfg.max_new_tokens, batch_size=cfg.rollout_batch_size,
                               profiles=cfg.eval_profiles, **env_kwargs) if cfg.eval else []

@@ -14,10 +14,17 @@ from ..rollout import EpisodeSpec, Therapist, run_episodes
 from .stats import paired_bootstrap, summarize
 
 
-def eval_specs(profiles: str, attitudes: str = "both", seeds: Sequence[int] = (0,)) -> list[EpisodeSpec]:
-    """One episode per profile x attitude x seed: the same list for every policy compared."""
+def eval_specs(profiles: str, attitudes: str = "both", seeds: Sequence[int] = (0,), limit: int = 0) -> list[EpisodeSpec]:
+    """One episode per profile x attitude x seed: the same list for every policy compared.
+
+    ``limit`` > 0 keeps the first ``limit`` profiles (smoke tests, quick looks).
+    """
     chosen = {"both": ("active", "passive"), "profile": (None,)}.get(attitudes, (attitudes,))
-    return [EpisodeSpec(seed, p.id, a) for p in load_profiles(profiles) for a in chosen for seed in seeds]
+    if attitudes not in ("both", "profile", "active", "passive"):
+        raise ValueError(f"eval_attitudes must be 'both', 'profile', 'active' or 'passive' (got {attitudes!r})")
+    loaded = load_profiles(profiles)
+    loaded = loaded[:limit] if limit > 0 else loaded
+    return [EpisodeSpec(seed, p.id, a) for p in loaded for a in chosen for seed in seeds]
 
 
 def evaluate(therapist: Therapist, specs: Sequence[EpisodeSpec], out_path: str | Path, batch_size: int = 16,

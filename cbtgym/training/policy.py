@@ -45,3 +45,22 @@ def load_policy(model: str, *, adapter: str | None = None, load_in_4bit: bool = 
     if torch.cuda.is_available() and not load_in_4bit:
         model_obj = model_obj.to("cuda")
     return model_obj, tokenizer
+
+
+def lora_config(model, r: int, alpha: int, dropout: float = 0.0, top_layers: int = 0):
+    """LoRA on every linear layer of the decoder, or (``top_layers`` > 0) of its top layers only.
+
+    Restricting LoRA to the top layers stops the backward pass there, which is most of the
+    saving that matters on a CPU.
+    """
+    from peft import LoraConfig
+
+    if top_layers <= 0:
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+    n = model.config.num_hidden_layers
+    if top_layers > n:
+        raise ValueError(f"lora_layers={top_layers} but the model has {n} layers; use 0 (all) or at most {n}")
+    linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                     if type(mod).__name__ == "Linear" and ".layers." in name})
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=linear, task_type="CAUSAL_LM",
+                      layers_to_transform=list(range(n - top_layers, n)))

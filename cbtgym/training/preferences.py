@@ -129,3 +129,16 @@ def pairs_from_candidates(path: str | Path, min_margin: float) -> list[dict[str,
                 "score_rejected": st["scores"][lo],
             })
     return pairs
+
+
+def trim_prompt(messages: Sequence[dict[str, str]], keep_last: int) -> list[dict[str, str]]:
+    """The system message(s) and the last ``keep_last`` dialogue messages (0 keeps all).
+
+    Training cost on CPU grows with every prompt token; the turns just before the reply carry
+    most of what decides between a chosen and a rejected reply.
+    """
+    if keep_last <= 0:
+        return list(messages)
+    system = [m for m in messages if m["role"] == "system"]
+    dialogue = [m for m in messages if m["role"] != "system"]
+    return system + dialogue[-keep_last:]

@@ -18,8 +18,7 @@ def run_name(method: str, model: str, seed: int) -> str:
 def init_wandb(config: Any, method: str, model: str, seed: int, output_dir: str, enabled: bool = True):
     """Start a W&B run (``WANDB_MODE=offline`` unless the user set a mode); returns the run or None."""
     if not enabled:
-        os.environ["WANDB_MODE"] = "disabled"
-        return None
+        return None  # the trainers get report_to=[] too, so nothing else starts a run
     os.environ.setdefault("WANDB_MODE", "offline")
     os.environ.setdefault("WANDB_SILENT", "true")
     import wandb
