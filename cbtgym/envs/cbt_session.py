@@ -247,7 +247,12 @@ def make_patient(patient, backend, sampling: Sampling | None = None, rate_satisf
 
 
 def make_reward(reward_fn: SessionReward | str) -> SessionReward:
-    """Resolve the env's reward: a callable, or 'rubric' / 'placeholder'."""
+    """Resolve the env's reward: a callable, or 'rubric' / 'placeholder' / 'composite' / 'composite:<path.yaml>'.
+
+    ``"composite"`` is :class:`rewards.composite.CompositeReward` with its default config
+    (``rewards/composite_default.yaml``, embedded judges only); ``"composite:<path.yaml>"`` reads
+    another config (components that need a model name a backend spec there).
+    """
     if callable(reward_fn):
         return reward_fn
     if reward_fn == "placeholder":
@@ -258,4 +263,14 @@ def make_reward(reward_fn: SessionReward | str) -> SessionReward:
         from rewards.rubric import RubricReward
 
         return RubricReward()
-    raise ValueError(f"reward_fn must be a SessionReward callable, 'rubric' or 'placeholder' (got {reward_fn!r})")
+    if isinstance(reward_fn, str) and (reward_fn == "composite" or reward_fn.startswith("composite:")):
+        from rewards.composite import CompositeReward
+
+        path = reward_fn.partition(":")[2].strip()
+        if reward_fn.startswith("composite:") and not path:
+            raise ValueError("reward_fn='composite:' needs a path to a YAML config after the colon, or use 'composite'")
+        return CompositeReward.from_config(path or None)
+    raise ValueError(
+        "reward_fn must be a SessionReward callable, 'rubric', 'placeholder', 'composite' or "
+        f"'composite:<path.yaml>' (got {reward_fn!r})"
+    )
