@@ -70,17 +70,26 @@ def _fmt(components: dict) -> str:
 
 
 def _label(args: argparse.Namespace) -> int:
-    from rewards.acts import label_file, make_act_classifier
+    from rewards.acts import label_file
 
-    label_file(args.input, args.out, make_act_classifier(args.judge))
+    # label_file takes the --judge value itself and builds the classifier only after the
+    # whole input has been validated, so a bad line fails before a model loads.
+    n = label_file(args.input, args.out, args.judge)
+    print(f"labelled {n} utterances with judge {args.judge!r} -> {args.out}", file=sys.stderr)
     return 0
 
 
 def _safety(args: argparse.Namespace) -> int:
-    from rewards.safety import make_safety_checkers, safety_file
+    from rewards.safety import make_safety_checkers, read_safety_items, safety_file
 
+    read_safety_items(args.input)  # validate every line before a judge (possibly a model) is built
     detector, checker = make_safety_checkers(args.judge)
-    safety_file(args.input, args.out, detector, checker)
+    counts = safety_file(args.input, args.out, detector, checker)
+    print(
+        f"{counts['lines']} lines: {counts['crisis']} crisis, {counts['replies']} replies checked, "
+        f"{counts['unsafe']} unsafe, {counts['unknown']} unknown -> {args.out}",
+        file=sys.stderr,
+    )
     return 0
 
 
@@ -118,14 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     lab = sub.add_parser("label", help="label therapist utterances with CBT act types (LLM4CBT taxonomy)")
     lab.add_argument("--in", dest="input", required=True, help='JSONL lines {"text": ..., "context": optional}')
-    lab.add_argument("--out", required=True)
-    lab.add_argument("--judge", default="embedded", help="'embedded' or a backend spec for the LLM classifier")
+    lab.add_argument("--out", required=True, help='JSONL output: each input line plus "category", "type" and "confidence"')
+    lab.add_argument("--judge", default="embedded", help="'embedded' (MiniLM classifier, CPU) or a backend spec for the LLM classifier")
     lab.set_defaults(fn=_label)
 
     saf = sub.add_parser("safety", help="flag crises in patient text and check therapist replies")
     saf.add_argument("--in", dest="input", required=True, help='JSONL lines {"patient": ..., "therapist": optional}')
-    saf.add_argument("--out", required=True)
-    saf.add_argument("--judge", default="embedded", help="'embedded' or a backend spec for the LLM checks")
+    saf.add_argument("--out", required=True, help='JSONL output: each input line plus "crisis", "crisis_type", "response_safe", ...')
+    saf.add_argument("--judge", default="embedded", help="'embedded' (rules + MiniLM), 'rules', or a backend spec for the LLM checks")
     saf.set_defaults(fn=_safety)
 
     val = sub.add_parser("validate-profiles", help="validate a profile file or directory")

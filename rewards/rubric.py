@@ -7,7 +7,9 @@ reported as one. Weights live in ``rubric_weights.yaml``.
 Per step (the therapist's latest turn and, when present, the patient's answer):
     act          value of the act type (asking about thoughts is worth most; a solution
                  before the automatic thought is known is penalised)
-    structure    penalties for verbosity, stacked questions, role confusion, repeats, empty replies
+    structure    penalties for verbosity, stacked questions, role confusion, repeats, empty replies,
+                 and text addressed to a judge (instructions to it, score claims, fence or JSON
+                 markup): never therapy, and free reward from an LLM judge it fools when neutral here
     at_progress  1 when the patient's answer discloses a ground-truth automatic thought for the first time
     satisfaction change of the patient's rating / 100
 At the end of the episode, ``episode_at`` adds the best similarity of any patient turn to
@@ -37,6 +39,11 @@ _SPEAKER_LABEL = re.compile(r"(?:^|\n)\s*(?:patient|client|therapist|counsel+or)
 @lru_cache(maxsize=1)
 def default_weights() -> dict[str, Any]:
     return yaml.safe_load(_WEIGHTS.read_text())
+
+
+@lru_cache(maxsize=8)
+def _judge_address(patterns: tuple[str, ...]) -> re.Pattern[str] | None:
+    return re.compile("|".join(f"(?:{p})" for p in patterns), re.IGNORECASE) if patterns else None
 
 
 class RubricReward:
@@ -130,6 +137,9 @@ class RubricReward:
             penalty += c["role_confusion_penalty"]
         if s["previous_reply"] and reply.lower() == s["previous_reply"].strip().lower():
             penalty += c["repeat_penalty"]
+        judge_text = _judge_address(tuple(c.get("judge_address_patterns") or ()))
+        if judge_text is not None and judge_text.search(reply):
+            penalty += c.get("judge_address_penalty", 0.0)
         return -penalty
 
     def score(self, transcripts: Sequence[Transcript], profiles: Sequence[PatientProfile]) -> list[JudgeResult]:
