@@ -115,7 +115,8 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--rounds", type=int, default=4, help="therapist turns per session")
     sim.add_argument("--seed", type=int, default=0, help="episode i uses seed + i")
     sim.add_argument("--batch-size", type=int, default=16, help="sessions stepped together")
-    sim.add_argument("--reward", default="rubric", choices=["rubric", "placeholder"])
+    sim.add_argument("--reward", default="rubric",
+                     help="'rubric' (embedded proxy judge), 'composite', 'composite:<file.yaml>' or 'placeholder'")
     sim.add_argument("--out", required=True, help="JSONL output; re-running skips episodes already there")
     sim.set_defaults(fn=_simulate)
 

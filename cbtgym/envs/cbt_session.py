@@ -59,8 +59,9 @@ class CBTSessionEnv(gym.Env[str, str]):
     patient_sampling: Decoding for the LLM patient.
     rate_satisfaction: LLM patient rates its satisfaction 0-100 each turn (Witte et al.).
     attitude: Force ``"active"`` or ``"passive"`` for every profile.
-    reward_fn: A :class:`~cbtgym.envs.reward.SessionReward`; ``"rubric"`` (default) or
-        ``"placeholder"`` (zero, for wiring).
+    reward_fn: A :class:`~cbtgym.envs.reward.SessionReward`; ``"rubric"`` (default, the embedded
+        proxy judge), ``"composite"`` / ``"composite:<file.yaml>"`` (weighted judges, see
+        :mod:`rewards.composite`) or ``"placeholder"`` (zero, for wiring).
     max_rounds: Therapist turns per session (4, as in LLM4CBT; ``None`` for no limit).
     max_turns / max_words: Budgets of whole sessions (50 turns, 5000 words, as in Tahir).
 
