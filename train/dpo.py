@@ -12,7 +12,6 @@ and the training summary; every stage resumes from its files when the run is res
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from dataclasses import dataclass, field
@@ -46,9 +45,11 @@ class DPOScriptConfig:
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
     rollout_backend: str = field(default="hf", metadata={"help": "'hf' (the policy in process) or 'vllm' (GPU)"})
-    learning_rate: float = field(default=2e-4, metadata={"help": "DPO learning rate (LoRA)"})
+    learning_rate: float = field(default=5e-4, metadata={"help": "DPO learning rate (LoRA)"})
     beta: float = field(default=0.1, metadata={"help": "DPO beta"})
-    num_train_epochs: float = field(default=2.0, metadata={"help": "epochs over the pairs"})
+    loss_type: list = field(default_factory=lambda: ["sigmoid", "sft"], metadata={"help": "TRL DPO loss types, e.g. [sigmoid, sft] (RPO)"})
+    loss_weights: list = field(default_factory=list, metadata={"help": "weights of loss_type (empty: all 1.0)"})
+    num_train_epochs: float = field(default=1.0, metadata={"help": "epochs over the pairs"})
     per_device_train_batch_size: int = field(default=4, metadata={"help": "pairs per device step"})
     gradient_accumulation_steps: int = field(default=1, metadata={"help": "steps per optimizer update"})
     max_length: int = field(default=640, metadata={"help": "max tokens of prompt + reply"})
@@ -93,7 +94,6 @@ def main(cfg: DPOScriptConfig) -> dict:
 
     t0 = time.time()
     set_seed(cfg.seed)
-    torch.set_num_threads(max(1, os.cpu_count() or 1))
     out = Path(cfg.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     run = init_wandb(cfg, "dpo", cfg.model, cfg.seed, str(out), enabled=cfg.wandb)
@@ -147,6 +147,7 @@ def main(cfg: DPOScriptConfig) -> dict:
     # 3. DPO with LoRA, checkpointed; a restarted run resumes from the last checkpoint
     args = DPOConfig(
         output_dir=str(out / "checkpoints"), learning_rate=cfg.learning_rate, beta=cfg.beta,
+        loss_type=list(cfg.loss_type), loss_weights=list(cfg.loss_weights) or None,
         num_train_epochs=cfg.num_train_epochs, per_device_train_batch_size=cfg.per_device_train_batch_size,
         gradient_accumulation_steps=cfg.gradient_accumulation_steps, max_length=cfg.max_length,
         precompute_ref_log_probs=cfg.precompute_ref_log_probs, logging_steps=5, save_steps=cfg.save_steps, save_total_limit=2,
