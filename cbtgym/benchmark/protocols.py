@@ -1,0 +1,312 @@
+"""The four protocols of the benchmark, each resumable (one JSONL file per protocol and variant).
+
+* :func:`run_sessions`: simulated sessions (LLM4CBT): every variant meets the same profiles,
+  attitudes and seeds; the sessions of all variants on one model are stepped together (one
+  therapist, one patient and one reward call per step for the whole batch, :func:`play`) and
+  scored by :class:`~cbtgym.benchmark.judges.EpisodeJudges`.
+* :func:`run_courses`: multi-session courses (Tahir): N sessions per patient; after each session
+  the therapist writes a summary (``prompts/course_summary.txt``), which the next session's system
+  prompt carries (``prompts/course_context.txt``); the ``course`` variant switches phase prompts
+  (assessment, initial, middle, termination). Each session opens with ``prompts/course_opening.txt``
+  after the first. The simulated patient starts every session from its profile (no memory).
+* :func:`run_crisis_probes`: crisis probes (Moore et al., 2025): a patient utterance that
+  discloses suicidal ideation, delusions, mania or asks for means, from
+  ``rewards/safety/data/probes.jsonl``; the reply is checked against the gold crisis types.
+* :func:`run_act_match`: act-label match with real therapists (LLM4CBT, Table 2): each variant
+  answers the patient utterance of a (patient, human therapist) pair; both replies are labelled
+  and compared by category (5 + oov) and by type (13 + oov).
+
+Act-match file format (:func:`load_act_pairs`): JSONL, one object per line, or CSV with a header;
+fields ``patient`` (the patient utterance) and ``therapist`` (what the human therapist said next)
+are required, ``id`` is optional (default: the line number). Example:
+``cbtgym/benchmark/data/act_match_example.jsonl`` (30 pairs written for cbtgym)::
+
+    {"id": "am00", "patient": "I've been so anxious at work lately.", "therapist": "What goes through your mind when the anxiety hits?"}
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from ..backends.base import Backend, Sampling
+from ..envs.cbt_session import OPENING
+from ..envs.vector import CBTSessionVectorEnv
+from ..jsonl import JsonlWriter, read_jsonl
+from ..rollout import Episode, EpisodeSpec
+from ..transcript import Transcript
+from .judges import EpisodeJudges
+from .variants import Variant, protocol_prompt
+
+EXAMPLE_ACT_PAIRS = Path(__file__).with_name("data") / "act_match_example.jsonl"
+#: Crisis types of Moore et al.'s stimuli: suicidal ideation, delusions, mania, requests for means.
+MOORE_TYPES = ("suicidal_ideation", "psychosis", "mania", "means_request")
+
+
+class TherapistMeter:
+    """Per-variant therapist cost when variants share backend calls: calls joined and tokens generated.
+
+    Tokens are counted with the backend's tokenizer when it has one (hf), else as words.
+    """
+
+    def __init__(self) -> None:
+        self.calls: dict[str, int] = {}
+        self.tokens: dict[str, int] = {}
+
+    def add(self, backend: Backend, variants: Sequence[str], texts: Sequence[str]) -> None:
+        tok = getattr(getattr(backend, "inner", backend), "tokenizer", None)
+        counts = [len(tok(t, add_special_tokens=False)["input_ids"]) if tok is not None else len(t.split()) for t in texts]
+        for v in set(variants):
+            self.calls[v] = self.calls.get(v, 0) + 1
+        for v, n in zip(variants, counts):
+            self.tokens[v] = self.tokens.get(v, 0) + n
+
+
+def generate_for(backend: Backend, entries: Sequence[tuple[str, list[dict[str, str]]]], sampling: Sampling,
+                 meter: TherapistMeter | None) -> list[str]:
+    """One backend call for ``(variant name, conversation)`` entries of any variants; replies stripped."""
+    texts = backend.generate([c for _, c in entries], sampling) if entries else []
+    if meter is not None:
+        meter.add(backend, [v for v, _ in entries], texts)
+    return [t.strip() or "..." for t in texts]
+
+
+def episode_items(ep: Episode) -> dict[str, float | None]:
+    """The embedded rubric's components, averaged over the session's steps (``episode_at``: its final value)."""
+    out: dict[str, float | None] = {}
+    for key in ("act", "structure", "at_progress", "satisfaction", "safety_ok"):
+        vals = [c[key] for c in ep.components if c.get(key) is not None]
+        out[key] = sum(vals) / len(vals) if vals else None
+    out["episode_at"] = next((c["episode_at"] for c in reversed(ep.components) if c.get("episode_at") is not None), None)
+    return out
+
+
+def play(backend: Backend, entries: Sequence[tuple[str, str, EpisodeSpec]], sampling: Sampling, env_kwargs: dict[str, Any],
+         meter: TherapistMeter | None = None, on_step: Callable[[int], None] | None = None) -> list[Episode]:
+    """Sessions of several variants stepped together: ONE therapist call per step for all of them.
+
+    Each entry is ``(variant name, system prompt, spec)``. Like :func:`cbtgym.rollout.run_episodes`,
+    but the system prompt is per session, so variants sharing a model share its calls.
+    """
+    venv = CBTSessionVectorEnv(len(entries), **env_kwargs)
+    venv.reset(seed=[s.seed for _, _, s in entries], options={"per_env": [s.options() for _, _, s in entries]})
+    rewards: list[list[float]] = [[] for _ in entries]
+    comps: list[list[dict[str, Any]]] = [[] for _ in entries]
+    while not venv.done.all():
+        idx = [j for j in range(len(entries)) if not venv.done[j]]
+        said = generate_for(backend, [(entries[j][0], venv.transcripts[j].as_chat("therapist", entries[j][1])) for j in idx],
+                            sampling, meter)
+        actions = [""] * len(entries)
+        for j, a in zip(idx, said):
+            actions[j] = a
+        _, r, _, _, _ = venv.step(actions)
+        for j in idx:
+            rewards[j].append(float(r[j]))
+            comps[j].append(venv.env_infos[j].get("reward_components", {}))
+        if on_step:
+            on_step(len(idx))
+    return [Episode(spec, venv.transcripts[j].copy(), rewards[j], comps[j]) for j, (_, _, spec) in enumerate(entries)]
+
+
+def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start:start + size]
+
+
+def _profiles_of(episodes: Sequence[Episode], env_kwargs: dict[str, Any]) -> list[Any]:
+    by_id = {p.id: p for p in env_kwargs["profiles"]}
+    return [by_id[e.transcript.profile_id].with_attitude(e.transcript.attitude) for e in episodes]
+
+
+def _record(variant: Variant, protocol: str, key: str, ep: Episode, metrics: dict[str, Any], **extra: Any) -> dict[str, Any]:
+    return {
+        "key": key, "variant": variant.name, "protocol": protocol, "profile_id": ep.transcript.profile_id,
+        "attitude": ep.transcript.attitude, "seed": ep.spec.seed, **extra, "reward": ep.total_reward,
+        "rewards": ep.rewards, "items": episode_items(ep), "metrics": metrics, "ended_by": ep.transcript.ended_by,
+        "transcript": ep.transcript.to_dict(),
+    }
+
+
+class _Files:
+    """One append-only JSONL per variant under ``out_dir``, and the records already there."""
+
+    def __init__(self, out_dir: str | Path, variants: Sequence[Variant]) -> None:
+        self.paths = {v.name: Path(out_dir) / f"{v.name}.jsonl" for v in variants}
+        self.done = {v: {r["key"]: r for r in read_jsonl(p)} for v, p in self.paths.items()}
+        self.writers: dict[str, JsonlWriter] = {}
+
+    def write(self, variant: str, record: dict[str, Any]) -> None:
+        if variant not in self.writers:
+            self.writers[variant] = JsonlWriter(self.paths[variant])
+        self.writers[variant].write(record)
+        self.done[variant][record["key"]] = record
+
+    def close(self) -> None:
+        for w in self.writers.values():
+            w.close()
+
+    def __enter__(self) -> "_Files":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def run_sessions(variants: Sequence[Variant], backend: Backend, specs: Sequence[EpisodeSpec], out_dir: str | Path,
+                 judges: EpisodeJudges, sampling: Sampling, *, batch_size: int = 64, meter: TherapistMeter | None = None,
+                 **env_kwargs: Any) -> list[dict[str, Any]]:
+    """Simulated sessions of every variant on ``specs`` (variants on one ``backend`` share its calls).
+
+    ``out_dir/<variant>.jsonl`` keeps each variant's episodes; those already there are not re-run.
+    ``env_kwargs`` go to :class:`~cbtgym.envs.vector.CBTSessionVectorEnv` and must hold ``profiles``
+    as a list of :class:`PatientProfile`. Returns every record, variants in order, specs in order.
+    """
+    by_name = {v.name: v for v in variants}
+    with _Files(out_dir, variants) as files:
+        todo = [(v.name, v.system_prompt(), s) for v in variants for s in specs if s.key not in files.done[v.name]]
+        for chunk in _chunks(todo, batch_size):
+            episodes = play(backend, chunk, sampling, env_kwargs, meter)
+            metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
+            for (name, _, _), ep, m in zip(chunk, episodes, metrics):
+                files.write(name, _record(by_name[name], "session", ep.spec.key, ep, m, session=1))
+        return [files.done[v.name][s.key] for v in variants for s in specs]
+
+
+def course_key(spec: EpisodeSpec, session: int) -> str:
+    return f"{spec.key}|s{session}"
+
+
+def summary_conversation(transcript: Transcript) -> list[dict[str, str]]:
+    """The request for a session summary (the therapist writes it, as in Tahir's pipeline)."""
+    from rewards.judging import fence
+
+    return [{"role": "user", "content": protocol_prompt("course_summary.txt").substitute(transcript=fence(transcript.render(), notice=False))}]
+
+
+def run_courses(variants: Sequence[Variant], backend: Backend, specs: Sequence[EpisodeSpec], sessions: int, out_dir: str | Path,
+                judges: EpisodeJudges, sampling: Sampling, summary_sampling: Sampling, *, batch_size: int = 64,
+                meter: TherapistMeter | None = None, **env_kwargs: Any) -> list[dict[str, Any]]:
+    """``sessions`` consecutive sessions per spec (a patient) and variant, each opened by the previous one's summary.
+
+    Resumes session by session: session n of a patient runs when it is missing from
+    ``out_dir/<variant>.jsonl``; the summary of session n-1 is read from there.
+    """
+    if sessions < 1:
+        raise ValueError(f"course sessions must be >= 1 (got {sessions})")
+    by_name = {v.name: v for v in variants}
+    with _Files(out_dir, variants) as files:
+        for n in range(1, sessions + 1):
+            todo = []
+            for v in variants:
+                for s in specs:
+                    if course_key(s, n) not in files.done[v.name]:
+                        summary = files.done[v.name][course_key(s, n - 1)]["summary"] if n > 1 else None
+                        todo.append((v.name, v.system_prompt(n, sessions, summary), s, summary))
+            kwargs = dict(env_kwargs, opening=protocol_prompt("course_opening.txt").template) if n > 1 else env_kwargs
+            for chunk in _chunks(todo, batch_size):
+                episodes = play(backend, [(name, system, s) for name, system, s, _ in chunk], sampling, kwargs, meter)
+                metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
+                written = generate_for(backend, [(name, summary_conversation(ep.transcript)) for (name, *_), ep in zip(chunk, episodes)],
+                                       summary_sampling, meter)
+                for (name, _, _, previous), ep, m, summary in zip(chunk, episodes, metrics, written):
+                    files.write(name, _record(by_name[name], "course", course_key(ep.spec, n), ep, m, session=n,
+                                              previous_summary=previous, summary=" ".join(summary.split())))
+        return [files.done[v.name][course_key(s, n)] for v in variants for s in specs for n in range(1, sessions + 1)]
+
+
+def load_crisis_probes(types: Sequence[str] = MOORE_TYPES, per_type: int = 4, path: str | Path | None = None) -> list[dict[str, Any]]:
+    """Crisis stimuli from the safety probe file: up to ``per_type`` utterances per crisis type, in file order.
+
+    Each probe is ``{"id", "patient", "types", "probe_type"}``; ``probe_type`` is the type of ``types``
+    it was chosen for (an utterance counts for the first of ``types`` it carries).
+    """
+    from rewards.safety.findings import CRISIS_TYPES
+    from rewards.safety.probes import PROBES, load_probes
+
+    bad = [t for t in types if t not in CRISIS_TYPES]
+    if bad:
+        raise ValueError(f"crisis_types has unknown type(s) {bad}; choose from {list(CRISIS_TYPES)}")
+    detect, _ = load_probes(path or PROBES)
+    chosen: dict[str, list[dict[str, Any]]] = {t: [] for t in types}
+    for item in detect:
+        if not item["crisis"]:
+            continue
+        kind = next((t for t in types if t in item["types"]), None)
+        if kind is not None and len(chosen[kind]) < per_type:
+            chosen[kind].append({"id": item["id"], "patient": item["patient"], "types": list(item["types"]), "probe_type": kind})
+    return [p for t in types for p in chosen[t]]
+
+
+def run_crisis_probes(variants: Sequence[Variant], backend: Backend, probes: Sequence[dict[str, Any]], out_dir: str | Path,
+                      judges: EpisodeJudges, sampling: Sampling, meter: TherapistMeter | None = None) -> list[dict[str, Any]]:
+    """One reply per probe and variant (after the session opening; one backend call), checked against the gold crisis types."""
+    from rewards.safety.findings import CrisisFinding
+
+    with _Files(out_dir, variants) as files:
+        todo = [(v, p) for v in variants for p in probes if p["id"] not in files.done[v.name]]
+        convs = [(v.name, [{"role": "system", "content": v.system_prompt()}, {"role": "assistant", "content": OPENING},
+                           {"role": "user", "content": p["patient"]}]) for v, p in todo]
+        replies = generate_for(backend, convs, sampling, meter)
+        checks = judges.check_replies([p["patient"] for _, p in todo], replies,
+                                      [CrisisFinding.from_types(p["types"]) for _, p in todo]) if todo else []
+        for (v, p), reply, ch in zip(todo, replies, checks):
+            files.write(v.name, {"key": p["id"], "variant": v.name, "probe_type": p["probe_type"], "types": p["types"],
+                                 "patient": p["patient"], "reply": reply,
+                                 "pass": None if ch.response_safe is None else float(ch.response_safe),
+                                 "violations": list(ch.violations), "missing": list(ch.missing)})
+        return [files.done[v.name][p["id"]] for v in variants for p in probes]
+
+
+def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
+    """(patient, human therapist) pairs from a JSONL or CSV file; errors name the line and the field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"act-match file {path} does not exist (format: see cbtgym.benchmark.protocols)")
+    if path.suffix.lower() == ".csv":
+        with path.open(newline="", encoding="utf-8") as fh:
+            rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
+    else:
+        rows = []
+        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+            if line.strip():
+                try:
+                    rows.append((n, json.loads(line)))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    pairs, seen = [], set()
+    for n, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected an object with 'patient' and 'therapist'")
+        for field in ("patient", "therapist"):
+            if not isinstance(row.get(field), str) or not row[field].strip():
+                raise ValueError(f"{path}:{n}: field '{field}' is missing or empty; every pair needs 'patient' and 'therapist' text")
+        pid = str(row.get("id") or f"line{n}")
+        if pid in seen:
+            raise ValueError(f"{path}:{n}: id {pid!r} appears twice; ids must be unique")
+        seen.add(pid)
+        pairs.append({"id": pid, "patient": row["patient"].strip(), "therapist": row["therapist"].strip()})
+    if not pairs:
+        raise ValueError(f"{path}: no pairs")
+    return pairs
+
+
+def run_act_match(variants: Sequence[Variant], backend: Backend, pairs: Sequence[dict[str, str]], out_dir: str | Path,
+                  judges: EpisodeJudges, sampling: Sampling, meter: TherapistMeter | None = None) -> list[dict[str, Any]]:
+    """Each pair's patient utterance answered by every variant (one backend call); labels compared with the human reply's."""
+    with _Files(out_dir, variants) as files:
+        todo = [(v, p) for v in variants for p in pairs if p["id"] not in files.done[v.name]]
+        convs = [(v.name, [{"role": "system", "content": v.system_prompt()}, {"role": "user", "content": p["patient"]}]) for v, p in todo]
+        replies = generate_for(backend, convs, sampling, meter)
+        contexts = [p["patient"] for _, p in todo]
+        labels = judges.label(replies + [p["therapist"] for _, p in todo], contexts + contexts) if todo else []
+        model, human = labels[:len(todo)], labels[len(todo):]
+        for (v, p), reply, m, h in zip(todo, replies, model, human):
+            both = m.type is not None and h.type is not None
+            files.write(v.name, {"key": p["id"], "variant": v.name, "patient": p["patient"], "human": p["therapist"],
+                                 "reply": reply, "model_type": m.type, "model_category": m.category,
+                                 "human_type": h.type, "human_category": h.category,
+                                 "type_match": float(m.type == h.type) if both else None,
+                                 "category_match": float(m.category == h.category) if both else None})
+        return [files.done[v.name][p["id"]] for v in variants for p in pairs]

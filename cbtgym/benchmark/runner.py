@@ -1,0 +1,241 @@
+"""Run every protocol for every variant, resumably, then write the report: what ``train/benchmark.py`` calls.
+
+Layout of ``output_dir``::
+
+    sessions/<variant>.jsonl   courses/<variant>.jsonl   crisis/<variant>.jsonl   act_match/<variant>.jsonl
+    costs/<variant>.json       judge_cache.sqlite        results.csv   report.md   *.png   summary.json
+
+A killed run restarted with the same config continues: finished episodes, course sessions,
+probes and pairs are read back, not re-run, and LLM judge calls are replayed from the cache.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+from ..backends.base import Sampling
+from ..profiles import load_profiles
+from ..rollout import EpisodeSpec
+from . import protocols
+from .judges import EpisodeJudges
+from .report import BenchmarkResults, analyse, log_wandb, write_csv, write_plots, write_report
+from .variants import BackendPool, MeteredBackend, Variant, parse_variants
+
+PROTOCOLS = ("sessions", "courses", "crisis", "act_match")
+ATTITUDES = {"both": ("active", "passive"), "active": ("active",), "passive": ("passive",)}
+
+
+def backend_spec(value: Any) -> Any:
+    """A backend spec from config: a string, a dict, or a JSON object given as a string on the command line."""
+    if isinstance(value, str) and value.strip().lower() in ("", "none", "null"):
+        return None
+    if isinstance(value, str) and value.strip().startswith("{"):
+        return json.loads(value)
+    return value
+
+
+@dataclass
+class Plan:
+    """What a run will do, resolved from the config before any model loads (bad input fails here)."""
+
+    variants: list[Variant]
+    skipped: list[str]
+    profiles: list[Any]
+    session_specs: list[EpisodeSpec]
+    course_specs: list[EpisodeSpec]
+    probes: list[dict[str, Any]]
+    act_pairs: list[dict[str, str]]
+    protocols: tuple[str, ...]
+
+
+def plan(cfg: Any) -> Plan:
+    """Variants, profiles, episode specs, probes and pairs of a config."""
+    unknown = [p for p in cfg.protocols if p not in PROTOCOLS]
+    if unknown:
+        raise ValueError(f"protocols: unknown {unknown}; choose from {list(PROTOCOLS)}")
+    if cfg.attitudes not in ATTITUDES:
+        raise ValueError(f"attitudes must be one of {list(ATTITUDES)} (got {cfg.attitudes!r})")
+    variants, skipped = [], []
+    for v in parse_variants(cfg.variants):
+        if v.available:
+            variants.append(v)
+        elif v.optional:
+            skipped.append(f"variant `{v.name}` skipped: no adapter at {v.adapter} (train it first, e.g. `python train/dpo.py`)")
+        else:
+            raise FileNotFoundError(f"variant {v.name!r}: adapter {v.adapter} does not exist (set optional: true to skip it)")
+    names = [v.name for v in variants]
+    if cfg.reference not in names:
+        raise ValueError(f"reference {cfg.reference!r} is not among the variants that run ({names})")
+    profiles = load_profiles(cfg.profiles)
+    profiles = profiles[:cfg.profile_limit] if cfg.profile_limit > 0 else profiles
+    attitudes = ATTITUDES[cfg.attitudes]
+    seeds = [int(s) for s in cfg.seeds]
+    sessions = [EpisodeSpec(s, p.id, a) for p in profiles for a in attitudes for s in seeds]
+    course_profiles = profiles[:cfg.course_patients] if cfg.course_patients > 0 else profiles
+    course = [EpisodeSpec(int(cfg.course_seed), p.id, a) for p in course_profiles for a in attitudes]
+    probes = protocols.load_crisis_probes(tuple(cfg.crisis_types), cfg.crisis_per_type) if "crisis" in cfg.protocols else []
+    pairs = []
+    if "act_match" in cfg.protocols:
+        pairs = protocols.load_act_pairs(cfg.act_match_file or protocols.EXAMPLE_ACT_PAIRS)
+        pairs = pairs[:cfg.act_match_limit] if cfg.act_match_limit > 0 else pairs
+    return Plan(variants, skipped, profiles, sessions, course, probes, pairs, tuple(cfg.protocols))
+
+
+def _add_costs(path: Path, delta: dict[str, float]) -> dict[str, Any]:
+    """Accumulate this run's counts into ``costs/<variant>.json`` (a resumed run adds to it)."""
+    old = json.loads(path.read_text()) if path.exists() else {}
+    new = {k: round(old.get(k, 0) + v, 1) if isinstance(v, float) else old.get(k, 0) + v for k, v in delta.items()}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(new, indent=1))
+    return new
+
+
+def run(cfg: Any, *, wandb_run: Any = None, pool: BackendPool | None = None, log=print) -> BenchmarkResults:
+    """Run the benchmark described by ``cfg`` (a ``BenchmarkConfig`` of ``train/benchmark.py``) and write its outputs.
+
+    Args:
+        cfg: The config.
+        wandb_run: A W&B run to log to, or None.
+        pool: Backends already loaded (tests share one model); by default a new pool, closed at the end.
+        log: Where progress lines go.
+    """
+    out = Path(cfg.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    p = plan(cfg)
+    own_pool = pool is None
+    pool = pool or BackendPool(hf_batch_size=cfg.hf_batch_size)
+    therapist_spec = backend_spec(cfg.therapist)
+    judges = EpisodeJudges(
+        pool, acts=backend_spec(cfg.act_labeler), at=backend_spec(cfg.at_judge), safety=backend_spec(cfg.safety_judge),
+        ctrs=backend_spec(cfg.ctrs_judge), ctrs_variant=cfg.ctrs_variant,
+        ctrs_max_new_tokens=cfg.ctrs_max_new_tokens, max_attempts=cfg.judge_attempts,
+        max_new_tokens=cfg.judge_max_new_tokens or None,
+        cache=out / "judge_cache.sqlite" if cfg.judge_cache else None)
+    patient, patient_backend = _patient(cfg, pool)
+    env_kwargs = dict(profiles=p.profiles, max_rounds=cfg.rounds, patient=patient, reward_fn=_rubric(judges))
+    sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    summary_sampling = Sampling(max_new_tokens=cfg.summary_max_new_tokens)
+    res = BenchmarkResults(variants=[v.name for v in p.variants], ctrs=judges.ctrs is not None, reference=cfg.reference,
+                           bases={v.name: v.base for v in p.variants if v.base})
+    records: dict[str, list[dict[str, Any]]] = {k: [] for k in PROTOCOLS}
+    for group in model_groups(p.variants, therapist_spec):
+        t0, name = time.time(), "+".join(v.name for v in group)
+        therapist = MeteredBackend(pool.therapist(group[0], therapist_spec))
+        meter = protocols.TherapistMeter()
+        judge_before, patient_before = judges.usage(), _calls(patient_backend)
+        if "sessions" in p.protocols:
+            records["sessions"] += protocols.run_sessions(group, therapist, p.session_specs, out / "sessions", judges, sampling,
+                                                          batch_size=cfg.batch_size, meter=meter, **env_kwargs)
+        if "courses" in p.protocols and p.course_specs:
+            records["courses"] += protocols.run_courses(group, therapist, p.course_specs, cfg.course_sessions, out / "courses",
+                                                        judges, sampling, summary_sampling, batch_size=cfg.batch_size, meter=meter,
+                                                        **env_kwargs)
+        if "crisis" in p.protocols and p.probes:
+            records["crisis"] += protocols.run_crisis_probes(group, therapist, p.probes, out / "crisis", judges, sampling, meter)
+        if "act_match" in p.protocols and p.act_pairs:
+            records["act_match"] += protocols.run_act_match(group, therapist, p.act_pairs, out / "act_match", judges, sampling, meter)
+        judge_after, patient_after = judges.usage(), _calls(patient_backend)
+        for v in group:
+            res.costs[v.name] = _add_costs(out / "costs" / f"{v.name}.json", {
+                "therapist_calls": meter.calls.get(v.name, 0), "therapist_tokens": meter.tokens.get(v.name, 0)})
+        s = therapist.stats
+        res.group_costs[name] = _add_costs(out / "costs" / f"group-{name}.json", {
+            "therapist_calls": s.calls, "therapist_tokens": s.completion_tokens,
+            "patient_calls": patient_after[0] - patient_before[0], "patient_tokens": patient_after[1] - patient_before[1],
+            **{k: judge_after[k] - judge_before[k] for k in judge_after}, "wall_s": time.time() - t0})
+        log(f"[benchmark] {name}: {time.time() - t0:.0f} s, {s.calls} therapist calls, {s.completion_tokens} tokens")
+    order = {v: i for i, v in enumerate(res.variants)}
+    res.sessions, res.courses, res.crisis, res.act_match = (
+        sorted(records[k], key=lambda r: order[r["variant"]]) for k in ("sessions", "courses", "crisis", "act_match"))
+    res.setup = _setup_lines(cfg, p, pool, therapist_spec)
+    res.notes = p.skipped + _notes(cfg, res)
+    write_outputs(res, out, wandb_run)
+    if own_pool:
+        pool.close()
+    return res
+
+
+def model_groups(variants: Sequence[Variant], default_spec: Any) -> list[list[Variant]]:
+    """Variants that speak through the same model (spec and adapter), in config order: each group shares its calls."""
+    from .variants import spec_key
+
+    groups: dict[str, list[Variant]] = {}
+    for v in variants:
+        spec = v.therapist if v.therapist is not None else default_spec
+        groups.setdefault(f"{spec_key(spec)}+{v.adapter}", []).append(v)
+    return list(groups.values())
+
+
+def write_outputs(res: BenchmarkResults, out: Path, wandb_run: Any = None) -> dict[str, Path]:
+    """results.csv, the plots, report.md, summary.json and the W&B log of finished results."""
+    an = analyse(res)
+    csv_path = write_csv(res, out)
+    plots = write_plots(res, an, out)
+    report = write_report(res, an, out, [str(x) for x in plots])
+    summary = {"table": an.table, "contrasts": an.contrasts, "costs": res.costs, "group_costs": res.group_costs, "notes": res.notes,
+               "mixed_effects": None if an.mixed is None else an.mixed.__dict__}
+    (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
+    log_wandb(wandb_run, res, an, plots)
+    return {"csv": csv_path, "report": report, **{x.stem: x for x in plots}}
+
+
+def _patient(cfg: Any, pool: BackendPool):
+    """The simulated patient shared by all sessions: rule-based, or an LLM on a metered backend."""
+    from ..patients import LLMPatient, RulePatient
+
+    spec = backend_spec(cfg.patient)
+    if spec == "rule":
+        return RulePatient(), None
+    backend = MeteredBackend(pool.get(spec))
+    sampling = Sampling(max_new_tokens=cfg.patient_max_new_tokens, temperature=cfg.patient_temperature, top_p=0.95, seed=cfg.seed)
+    return LLMPatient(backend, sampling=sampling), backend
+
+
+def _rubric(judges: EpisodeJudges):
+    """The env's step reward: the embedded rubric, sharing the judges' embedded act classifier and safety checks."""
+    from rewards.acts import EmbeddedActClassifier
+    from rewards.rubric import RubricReward
+    from rewards.safety import EmbeddedCrisisDetector
+
+    acts = judges.acts if isinstance(judges.acts, EmbeddedActClassifier) else None
+    safety = (judges.detector, judges.checker) if isinstance(judges.detector, EmbeddedCrisisDetector) else None
+    rubric = RubricReward(acts=acts, safety=safety)
+
+    def reward(profiles, transcripts, done):
+        judges.embedded_calls["rubric"] += 1
+        return rubric(profiles, transcripts, done)
+
+    return reward
+
+
+def _calls(backend: MeteredBackend | None) -> tuple[int, int]:
+    return (0, 0) if backend is None else (backend.stats.calls, backend.stats.completion_tokens)
+
+
+def _setup_lines(cfg: Any, p: Plan, pool: BackendPool, therapist_spec: Any) -> list[str]:
+    judges = f"acts={cfg.act_labeler}, AT={cfg.at_judge}, safety={cfg.safety_judge}, CTRS={backend_spec(cfg.ctrs_judge) or 'none'}"
+    decoding = "greedy" if cfg.temperature == 0 else f"temperature {cfg.temperature}, top_p {cfg.top_p}"
+    return [
+        f"therapist backend (prompt variants): `{therapist_spec}`, {decoding}, {cfg.max_new_tokens} new tokens per turn",
+        f"variants: {', '.join(f'`{v.name}` ({v.prompt}' + (f' + {v.adapter}' if v.adapter else '') + ')' for v in p.variants)}",
+        f"patient: `{cfg.patient}`; profiles `{cfg.profiles}` ({len(p.profiles)} used), attitudes {cfg.attitudes}, seeds {list(cfg.seeds)}, "
+        f"{cfg.rounds} rounds per session: {len(p.session_specs)} sessions per variant",
+        f"courses: {len(p.course_specs)} patients x {cfg.course_sessions} sessions per variant" if "courses" in p.protocols else "courses: not run",
+        f"crisis probes: {len(p.probes)} ({', '.join(cfg.crisis_types)})" if p.probes else "crisis probes: not run",
+        f"act match: {len(p.act_pairs)} pairs from `{cfg.act_match_file or protocols.EXAMPLE_ACT_PAIRS.name}`" if p.act_pairs else "act match: not run",
+        f"judges: {judges}; embedded reward = the embedded rubric (`rewards/rubric.py`)",
+    ]
+
+
+def _notes(cfg: Any, res: BenchmarkResults) -> list[str]:
+    notes = []
+    if not res.ctrs:
+        notes.append("No CTRS judge configured (`ctrs_judge`): the CTRS column is absent and the course protocol's per-session "
+                     "outcome is the embedded reward, a deterministic proxy, not the CTRS.")
+    if cfg.patient == "rule":
+        notes.append("Patient: the rule-based simulated patient (deterministic); satisfaction follows its transparent rating rule.")
+    return notes
