@@ -41,7 +41,7 @@ from cbtgym.embeddings import normalize_rows
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
 
-from .judging import Attempted, LLMJudge, RewardFnMixin, align_profiles, extract_json, fence, render_prompt, run_judge
+from .judging import Attempted, LLMJudge, RewardFnMixin, align_profiles, extract_json, fence, render_prompt, run_judge, text_field
 from .types import JudgeResult
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -59,7 +59,7 @@ ESTIMATE_SCHEMA: dict[str, Any] = {
             "maxItems": 3,
             "items": {
                 "type": "object",
-                "properties": {"thought": {"type": "string"}, "evidence": {"type": "string"}},
+                "properties": {"thought": text_field(120), "evidence": text_field(120)},
                 "required": ["thought", "evidence"],
             },
         }
@@ -68,7 +68,7 @@ ESTIMATE_SCHEMA: dict[str, Any] = {
 }
 MATCH_SCHEMA: dict[str, Any] = {
     "type": "object",
-    "properties": {"rationale": {"type": "string"}, "match": {"type": "boolean"}},
+    "properties": {"rationale": text_field(), "match": {"type": "boolean"}},
     "required": ["rationale", "match"],
 }
 

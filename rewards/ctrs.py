@@ -41,7 +41,7 @@ from cbtgym.backends.base import Backend
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
 
-from .judging import PROMPT_DIR, LLMJudge, align_profiles, extract_json, fence, render_prompt
+from .judging import PROMPT_DIR, LLMJudge, align_profiles, extract_json, fence, render_prompt, text_field
 from .types import JudgeResult
 
 Variant = Literal["standard", "tahir"]
@@ -267,7 +267,7 @@ class CTRSJudge(LLMJudge[dict[str, ItemRating]]):
             "type": "integer", "minimum": self.scale.min, "maximum": self.scale.max}
         item = {
             "type": "object",
-            "properties": {"quote": {"type": "string"}, "justification": {"type": "string"}, "score": score},
+            "properties": {"quote": text_field(120), "justification": text_field(160), "score": score},
             "required": ["quote", "justification", "score"],
         }
         keys = [it.key for it in self.items if it.key in union]

@@ -49,6 +49,15 @@ DATA_NOTICE = (
 
 
 @functools.lru_cache(maxsize=None)
+def text_field(max_chars: int = 200) -> dict[str, Any]:
+    """JSON-schema string with a length cap, for the free-text fields of judge replies.
+
+    Small judges under structured decoding tend to repeat a phrase inside a string until the
+    token budget runs out, and the reply never closes; the cap forces the field to end.
+    """
+    return {"type": "string", "maxLength": max_chars}
+
+
 def load_prompt(name: str) -> string.Template:
     """The ``string.Template`` in ``rewards/prompts/<name>`` (``$field`` placeholders, ``$$`` for ``$``).
 

