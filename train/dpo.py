@@ -43,6 +43,7 @@ class DPOScriptConfig:
     max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})
     scoring: str = field(default="turn", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
+    pairing: str = field(default="extremes", metadata={"help": "'extremes' (best vs worst sample) or 'greedy' (each vs the greedy reply)"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
     rollout_backend: str = field(default="hf", metadata={"help": "'hf' (the policy in process) or 'vllm' (GPU)"})
     learning_rate: float = field(default=5e-4, metadata={"help": "DPO learning rate (LoRA)"})
@@ -71,6 +72,8 @@ class DPOScriptConfig:
             raise ValueError(f"scoring must be 'turn' or 'patient' (got {self.scoring!r})")
         if self.rollout_backend not in ("hf", "vllm"):
             raise ValueError(f"rollout_backend must be 'hf' or 'vllm' (got {self.rollout_backend!r})")
+        if self.pairing not in ("extremes", "greedy"):
+            raise ValueError(f"pairing must be 'extremes' or 'greedy' (got {self.pairing!r})")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (got {self.k})")
 
@@ -133,9 +136,10 @@ def main(cfg: DPOScriptConfig) -> dict:
         cand_path = collect_candidates(
             base, therapist_prompt(cfg.therapist_prompt), collect, out, k=cfg.k,
             sampling=Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=0.95),
-            scoring=CandidateScoring(cfg.scoring), batch_size=cfg.rollout_batch_size, progress=bar.update, **env_kwargs)
+            scoring=CandidateScoring(cfg.scoring), batch_size=cfg.rollout_batch_size, greedy_anchor=cfg.pairing == "greedy",
+            progress=bar.update, **env_kwargs)
         timings["collect_s"] = time.time() - t
-    pairs = pairs_from_candidates(cand_path, cfg.min_margin)
+    pairs = pairs_from_candidates(cand_path, cfg.min_margin, cfg.pairing)
     if not pairs:
         raise SystemExit(f"no pair reached min_margin={cfg.min_margin}: sample more candidates (--k) or episodes")
     with open(out / "pairs.jsonl", "w") as fh:

@@ -2,8 +2,13 @@
 
 At every therapist turn of sessions run with the current policy, sample ``k``
 candidate replies; score each candidate (the turn-level reward of the state plus
-the candidate, or after the patient has answered it); keep the best and the worst
-as a chosen/rejected pair when their scores differ by at least ``min_margin``.
+the candidate, or after the patient has answered it); keep chosen/rejected pairs
+whose scores differ by at least ``min_margin``: the best against the worst, or,
+with a greedy anchor, each against the policy's own greedy reply.
+
+The greedy anchor exists because a small policy is evaluated greedily: pairs
+between two random samples move probability mass the greedy reply may never
+visit, while a pair against the greedy reply moves exactly that reply.
 
 The raw scored candidates are appended per finished episode to
 ``candidates.jsonl``; a killed run restarts with the episodes not yet there, so no
@@ -46,11 +51,15 @@ def collect_candidates(
     sampling: Sampling = Sampling(max_new_tokens=48, temperature=1.0, top_p=0.95),
     scoring: CandidateScoring = CandidateScoring(),
     batch_size: int = 8,
+    greedy_anchor: bool = False,
     progress: Callable[[int], None] | None = None,
     **env_kwargs: Any,
 ) -> Path:
     """Run sessions, sample and score ``k`` candidates per therapist turn, append them to ``candidates.jsonl``.
 
+    With ``greedy_anchor`` the first candidate of every state is the policy's greedy reply
+    (recorded as ``"greedy": 0``) and the session advances with it, so the states are the
+    ones a greedy evaluation visits; otherwise it advances with a random candidate.
     Returns the path of ``candidates.jsonl``. Episodes already in it are skipped.
     """
     if k < 2:
@@ -72,14 +81,17 @@ def collect_candidates(
                 idx = [i for i in range(len(chunk)) if not venv.done[i]]
                 convs = [venv.envs[i].transcript.as_chat("therapist", system_prompt) for i in idx]
                 seed = chunk[0].seed * 1000 + turn
-                texts = policy.generate([c for c in convs for _ in range(k)], sampling.with_(seed=seed))
-                cands = [[t.strip() or "..." for t in texts[j * k:(j + 1) * k]] for j in range(len(idx))]
+                cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor)
                 scores = _score(venv, idx, cands, scoring)
                 actions = [""] * len(chunk)
                 for j, i in enumerate(idx):
-                    records[i]["states"].append({"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]})
-                    # Advance with a random candidate so states cover the policy's own distribution.
-                    actions[i] = cands[j][random.Random(seed + i).randrange(k)]
+                    state = {"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]}
+                    if greedy_anchor:
+                        state["greedy"] = 0
+                    records[i]["states"].append(state)
+                    # Advance with the greedy reply (the states a greedy evaluation visits) or a random
+                    # candidate (states that cover the policy's sampling distribution).
+                    actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(k)]
                 venv.step(actions)
                 turn += 1
             for rec in records:
@@ -87,6 +99,17 @@ def collect_candidates(
             if progress:
                 progress(len(chunk))
     return out
+
+
+def _candidates(policy: Backend, convs: list, k: int, sampling: Sampling, greedy_anchor: bool) -> list[list[str]]:
+    """``k`` replies per conversation: all sampled, or the greedy reply followed by ``k - 1`` samples."""
+    n = k - 1 if greedy_anchor else k
+    texts = policy.generate([c for c in convs for _ in range(n)], sampling)
+    cands = [[t.strip() or "..." for t in texts[j * n:(j + 1) * n]] for j in range(len(convs))]
+    if greedy_anchor:
+        greedy = policy.generate(convs, sampling.with_(temperature=0.0, top_p=1.0))
+        cands = [[g.strip() or "..."] + c for g, c in zip(greedy, cands)]
+    return cands
 
 
 def _score(venv: CBTSessionVectorEnv, idx: list[int], cands: list[list[str]], scoring: CandidateScoring) -> list[list[float]]:
@@ -109,25 +132,45 @@ def _score(venv: CBTSessionVectorEnv, idx: list[int], cands: list[list[str]], sc
     return [flat[j * k:(j + 1) * k] for j in range(len(idx))]
 
 
-def pairs_from_candidates(path: str | Path, min_margin: float) -> list[dict[str, Any]]:
-    """Chosen/rejected pairs (best vs worst candidate per state) whose margin is at least ``min_margin``."""
+PAIRINGS = ("extremes", "greedy")
+
+
+def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "extremes") -> list[dict[str, Any]]:
+    """Chosen/rejected pairs whose margin is at least ``min_margin``.
+
+    ``pairing="extremes"``: the best against the worst candidate of each state.
+    ``pairing="greedy"``: the best against the greedy reply when it beats it, and the greedy reply
+    against the worst when it beats that (states collected with ``greedy_anchor``; up to two pairs
+    a state). Identical texts never form a pair.
+    """
+    if pairing not in PAIRINGS:
+        raise ValueError(f"pairing must be one of {PAIRINGS} (got {pairing!r})")
     pairs = []
     for rec in read_jsonl(path):
         for st in rec["states"]:
-            order = sorted(range(len(st["scores"])), key=lambda i: st["scores"][i])
+            scores, cands = st["scores"], st["candidates"]
+            order = sorted(range(len(scores)), key=lambda i: scores[i])
             lo, hi = order[0], order[-1]
-            margin = st["scores"][hi] - st["scores"][lo]
-            if margin < min_margin or st["candidates"][hi].strip() == st["candidates"][lo].strip():
-                continue
-            pairs.append({
-                "id": f"{rec['key']}#{st['turn']}",
-                "prompt": st["prompt"],
-                "chosen": [{"role": "assistant", "content": st["candidates"][hi]}],
-                "rejected": [{"role": "assistant", "content": st["candidates"][lo]}],
-                "margin": margin,
-                "score_chosen": st["scores"][hi],
-                "score_rejected": st["scores"][lo],
-            })
+            if pairing == "extremes":
+                matches = [(hi, lo, "")]
+            elif "greedy" not in st:
+                raise ValueError(f"pairing='greedy' needs candidates collected with greedy_anchor=True ({path}: {rec['key']})")
+            else:
+                g = st["greedy"]
+                matches = [(hi, g, "+"), (g, lo, "-")]
+            for win, lose, tag in matches:
+                margin = scores[win] - scores[lose]
+                if margin < min_margin or cands[win].strip() == cands[lose].strip():
+                    continue
+                pairs.append({
+                    "id": f"{rec['key']}#{st['turn']}{tag}",
+                    "prompt": st["prompt"],
+                    "chosen": [{"role": "assistant", "content": cands[win]}],
+                    "rejected": [{"role": "assistant", "content": cands[lose]}],
+                    "margin": margin,
+                    "score_chosen": scores[win],
+                    "score_rejected": scores[lose],
+                })
     return pairs
 
 

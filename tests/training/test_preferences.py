@@ -6,6 +6,8 @@ import os
 import signal
 import time
 
+import pytest
+
 from cbtgym.backends.base import Backend, Sampling
 from cbtgym.backends.scripted import stable_index
 from cbtgym.envs.reward import StepReward
@@ -115,3 +117,41 @@ def test_killed_collection_resumes_without_losing_or_duplicating(tmp_path):
     assert {k: r for k, r in zip(keys, got)} == expected
     assert json.dumps(pairs_from_candidates(path, 0.5), sort_keys=True) == json.dumps(
         pairs_from_candidates(full / "candidates.jsonl", 0.5), sort_keys=True)
+
+
+class GreedyMarkedPolicy(ToyPolicy):
+    """The toy policy, but its greedy reply is one recognisable statement (not a question, so it scores 0)."""
+
+    GREEDY = "I hear you."
+
+    def _generate(self, conversations, sampling):
+        if sampling.temperature == 0:
+            return [self.GREEDY] * len(conversations), None
+        return super()._generate(conversations, sampling)
+
+
+def test_greedy_anchor_advances_with_the_greedy_reply_and_pairs_against_it(tmp_path):
+    specs = [EpisodeSpec(seed=i) for i in range(4)]
+    path = collect_candidates(GreedyMarkedPolicy(), "system", specs, tmp_path, k=4,
+                              sampling=Sampling(max_new_tokens=8, temperature=1.0), batch_size=2, greedy_anchor=True,
+                              profiles=profiles(), max_rounds=3, reward_fn=CountingReward())
+    states = [st for r in read_jsonl(path) for st in r["states"]]
+    assert states and all(st["greedy"] == 0 and st["candidates"][0] == GreedyMarkedPolicy.GREEDY for st in states)
+    assert all(len(st["candidates"]) == 4 for st in states)
+    # the session went on with the greedy reply: later prompts show it as the therapist's previous turn
+    later = [st for st in states if st["turn"] > 0]
+    assert later and all(st["prompt"][-2] == {"role": "assistant", "content": GreedyMarkedPolicy.GREEDY} for st in later)
+
+    pairs = pairs_from_candidates(path, min_margin=0.5, pairing="greedy")
+    # the greedy statement scores 0 and every question scores 1: each pair is a question over the greedy reply
+    assert pairs and all(p["rejected"][0]["content"] == GreedyMarkedPolicy.GREEDY for p in pairs)
+    assert all(p["chosen"][0]["content"].endswith("?") for p in pairs)
+    assert len({p["id"] for p in pairs}) == len(pairs)
+
+
+def test_greedy_pairing_needs_greedy_anchored_candidates(tmp_path):
+    path = collect(tmp_path, n=1)
+    with pytest.raises(ValueError, match="greedy_anchor"):
+        pairs_from_candidates(path, 0.5, pairing="greedy")
+    with pytest.raises(ValueError, match="pairing"):
+        pairs_from_candidates(path, 0.5, pairing="best")
