@@ -44,6 +44,8 @@ class DPOScriptConfig:
     scoring: str = field(default="patient", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
     pairing: str = field(default="greedy", metadata={"help": "'extremes' (best vs worst sample) or 'greedy' (each vs the greedy reply)"})
+    explore_prefixes: list = field(default_factory=list, metadata={"help": "openings guided candidates continue: one candidate per item, a list item rotates (see collect_candidates)"})
+    advance: str = field(default="greedy", metadata={"help": "collection sessions go on with the 'greedy' reply (random sample without greedy pairing) or the 'best' candidate"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
     rollout_backend: str = field(default="hf", metadata={"help": "'hf' (the policy in process) or 'vllm' (GPU)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "DPO learning rate (LoRA)"})
@@ -76,6 +78,12 @@ class DPOScriptConfig:
             raise ValueError(f"pairing must be 'extremes' or 'greedy' (got {self.pairing!r})")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (got {self.k})")
+        if self.advance not in ("greedy", "best"):
+            raise ValueError(f"advance must be 'greedy' or 'best' (got {self.advance!r})")
+        if not all((isinstance(p, str) and p.strip()) or (isinstance(p, list) and p and all(isinstance(o, str) and o.strip() for o in p))
+                   for p in self.explore_prefixes):
+            raise ValueError("explore_prefixes must hold non-empty openings or lists of them, e.g. [[What, How], "
+                             f"\"I'm worried about your safety.\"] (got {self.explore_prefixes!r})")
 
 
 def main(cfg: DPOScriptConfig) -> dict:
@@ -137,6 +145,7 @@ def main(cfg: DPOScriptConfig) -> dict:
             base, therapist_prompt(cfg.therapist_prompt), collect, out, k=cfg.k,
             sampling=Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=0.95),
             scoring=CandidateScoring(cfg.scoring), batch_size=cfg.rollout_batch_size, greedy_anchor=cfg.pairing == "greedy",
+            explore_prefixes=cfg.explore_prefixes, advance_best=cfg.advance == "best",
             progress=bar.update, **env_kwargs)
         timings["collect_s"] = time.time() - t
     pairs = pairs_from_candidates(cand_path, cfg.min_margin, cfg.pairing)

@@ -150,6 +150,9 @@ class Backend:
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling | None = None) -> list[str]:
         """Generate one reply per conversation.
 
+        A conversation that ends with an assistant message is a *prefill*: the engine continues
+        that message and returns only the continuation (guided exploration starts replies this way).
+
         Args:
             conversations: A batch of chat conversations (lists of ``{"role", "content"}``).
             sampling: Decoding settings; defaults to greedy with 128 new tokens.
@@ -175,6 +178,11 @@ class Backend:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}({self.name!r})"
+
+
+def is_prefill(conversation: Conversation) -> bool:
+    """True when the conversation ends with a partial assistant reply to be continued."""
+    return bool(conversation) and conversation[-1]["role"] == "assistant"
 
 
 def apply_stop(text: str, stop: Sequence[str]) -> str:

@@ -10,7 +10,7 @@ import contextlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from .base import Backend, BackendError, Sampling, apply_stop
+from .base import Backend, BackendError, Sampling, apply_stop, is_prefill
 
 
 def default_device() -> str:
@@ -37,7 +37,8 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
 class HFBackend(Backend):
     """Batched chat generation with transformers.
 
-    Prompts are built with the tokenizer's chat template (``add_generation_prompt=True``), padded on the
+    Prompts are built with the tokenizer's chat template (a new assistant turn, or the final assistant
+    message continued when it is a prefill), padded on the
     left and generated ``batch_size`` at a time. Sampled decoding with ``Sampling.seed`` is reproducible
     and leaves torch's global random state untouched.
 
@@ -153,7 +154,9 @@ class HFBackend(Backend):
     def prompts(self, conversations: Sequence[Sequence[dict[str, str]]]) -> list[str]:
         """The chat-template text each conversation is continued from."""
         return [
-            self.tokenizer.apply_chat_template(list(c), add_generation_prompt=True, tokenize=False)
+            self.tokenizer.apply_chat_template(
+                list(c), tokenize=False, add_generation_prompt=not is_prefill(c), continue_final_message=is_prefill(c)
+            )
             for c in conversations
         ]
 

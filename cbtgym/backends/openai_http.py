@@ -20,7 +20,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import httpx
 
-from .base import Backend, BackendError, Sampling, apply_stop
+from .base import Backend, BackendError, Sampling, apply_stop, is_prefill
 
 log = logging.getLogger(__name__)
 
@@ -148,6 +148,10 @@ class OpenAIBackend(Backend):
                 "type": "json_schema",
                 "json_schema": {"name": "reply", "schema": dict(sampling.json_schema), "strict": True},
             }
+        if is_prefill(conversation):
+            # vLLM's and SGLang's servers continue the final assistant message with these; a server
+            # without the extension starts a new reply instead.
+            body.update(add_generation_prompt=False, continue_final_message=True)
         body.update(self.extra_body)
         return body
 

@@ -13,7 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from .base import Backend, BackendError, Sampling
+from .base import Backend, BackendError, Sampling, is_prefill
 
 log = logging.getLogger(__name__)
 
@@ -159,15 +159,26 @@ class VLLMBackend(Backend):
     def _generate(self, conversations, sampling):
         if "llm" not in self.__dict__:
             raise BackendError(f"{self.name} was closed; build a new VLLMBackend")
-        try:
-            outputs = self.llm.chat(
-                conversations,
-                self.sampling_params(sampling, len(conversations)),
-                use_tqdm=False,
-                lora_request=self._lora_request,
-            )
-        except Exception as e:
-            raise BackendError(f"{self.name}: generation failed: {type(e).__name__}: {e}") from e
+        params = self.sampling_params(sampling, len(conversations))
+        outputs: list[Any] = [None] * len(conversations)
+        # vLLM takes the prefill flags per call, so prefills and new turns go in separate calls.
+        for prefill in (False, True):
+            rows = [i for i, c in enumerate(conversations) if is_prefill(c) == prefill]
+            if not rows:
+                continue
+            try:
+                done = self.llm.chat(
+                    [conversations[i] for i in rows],
+                    [params[i] for i in rows],
+                    use_tqdm=False,
+                    lora_request=self._lora_request,
+                    add_generation_prompt=not prefill,
+                    continue_final_message=prefill,
+                )
+            except Exception as e:
+                raise BackendError(f"{self.name}: generation failed: {type(e).__name__}: {e}") from e
+            for i, o in zip(rows, done):
+                outputs[i] = o
         texts = [o.outputs[0].text for o in outputs]
         if sampling.json_schema is not None:
             cut = sum(o.outputs[0].finish_reason == "length" for o in outputs)

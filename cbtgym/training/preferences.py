@@ -10,6 +10,12 @@ The greedy anchor exists because a small policy is evaluated greedily: pairs
 between two random samples move probability mass the greedy reply may never
 visit, while a pair against the greedy reply moves exactly that reply.
 
+Guided exploration (``explore_prefixes``) replaces the last samples of each state
+with replies the policy writes after given openings (e.g. "What"): one per group
+of openings, rotating within a group. A policy that almost never asks a question samples almost no
+questions, so the reward can never prefer one; a guided candidate is still the
+policy's own continuation, and the pair only wins when the reward says it should.
+
 The raw scored candidates are appended per finished episode to
 ``candidates.jsonl``; a killed run restarts with the episodes not yet there, so no
 pair is lost or duplicated.
@@ -52,6 +58,8 @@ def collect_candidates(
     scoring: CandidateScoring = CandidateScoring(),
     batch_size: int = 8,
     greedy_anchor: bool = False,
+    explore_prefixes: Sequence[str | Sequence[str]] = (),
+    advance_best: bool = False,
     progress: Callable[[int], None] | None = None,
     **env_kwargs: Any,
 ) -> Path:
@@ -60,10 +68,21 @@ def collect_candidates(
     With ``greedy_anchor`` the first candidate of every state is the policy's greedy reply
     (recorded as ``"greedy": 0``) and the session advances with it, so the states are the
     ones a greedy evaluation visits; otherwise it advances with a random candidate.
+    With ``explore_prefixes`` the last candidates of every state are guided: the policy continues
+    an opening. A flat list of strings is one group; a list whose items are strings or lists gives
+    one guided candidate per item (a string: always that opening; a list: rotating over turns and
+    sessions). The state records ``"guided": {index: opening}``.
+    With ``advance_best`` sessions go on with the best-scoring candidate: later states are the ones
+    an improved policy reaches (disclosed thoughts, risk statements), which the base policy's own
+    replies never unlock.
     Returns the path of ``candidates.jsonl``. Episodes already in it are skipped.
     """
     if k < 2:
         raise ValueError(f"k must be >= 2 to form pairs (got {k})")
+    groups = _opening_groups(explore_prefixes)
+    if groups and k < len(groups) + 1 + int(greedy_anchor):
+        raise ValueError(f"explore_prefixes needs k >= {len(groups) + 1 + int(greedy_anchor)} so that one candidate "
+                         f"stays a free sample (got k={k})")
     out = Path(out_dir) / "candidates.jsonl"
     finished = done_keys(out, "key")
     todo = [s for s in specs if s.key not in finished]
@@ -81,17 +100,24 @@ def collect_candidates(
                 idx = [i for i in range(len(chunk)) if not venv.done[i]]
                 convs = [venv.envs[i].transcript.as_chat("therapist", system_prompt) for i in idx]
                 seed = chunk[0].seed * 1000 + turn
-                cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor)
+                openings = [[g[(turn + i) % len(g)] for g in groups] for i in idx] if groups else None
+                cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor, openings)
                 scores = _score(venv, idx, cands, scoring)
                 actions = [""] * len(chunk)
                 for j, i in enumerate(idx):
                     state = {"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]}
                     if greedy_anchor:
                         state["greedy"] = 0
+                    if openings:
+                        state["guided"] = {str(k - len(groups) + m): o for m, o in enumerate(openings[j])}
                     records[i]["states"].append(state)
                     # Advance with the greedy reply (the states a greedy evaluation visits) or a random
                     # candidate (states that cover the policy's sampling distribution).
-                    actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(k)]
+                    if advance_best:
+                        actions[i] = cands[j][max(range(k), key=lambda c: scores[j][c])]
+                    else:
+                        free = k - len(groups)  # sessions advance with the policy's own replies
+                        actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
                 venv.step(actions)
                 turn += 1
             for rec in records:
@@ -101,15 +127,35 @@ def collect_candidates(
     return out
 
 
-def _candidates(policy: Backend, convs: list, k: int, sampling: Sampling, greedy_anchor: bool) -> list[list[str]]:
-    """``k`` replies per conversation: all sampled, or the greedy reply followed by ``k - 1`` samples."""
-    n = k - 1 if greedy_anchor else k
-    texts = policy.generate([c for c in convs for _ in range(n)], sampling)
+def _candidates(policy: Backend, convs: list, k: int, sampling: Sampling, greedy_anchor: bool,
+                openings: list[list[str]] | None = None) -> list[list[str]]:
+    """``k`` replies per conversation: [greedy] + samples [+ one sample continuing each of ``openings[j]``]."""
+    g = len(openings[0]) if openings else 0
+    n = k - int(greedy_anchor) - g
+    batch = [c for c in convs for _ in range(n)]
+    if openings:
+        # A prefill (the conversation ends with the opening as the assistant's partial reply).
+        batch += [[*c, {"role": "assistant", "content": o}] for c, os in zip(convs, openings) for o in os]
+    texts = policy.generate(batch, sampling)
     cands = [[t.strip() or "..." for t in texts[j * n:(j + 1) * n]] for j in range(len(convs))]
+    if openings:
+        guided = texts[len(convs) * n:]
+        # Byte-level tokenizers decode the continuation with its leading space: no glue needed.
+        cands = [c + [(o + t).strip() for o, t in zip(os, guided[j * g:(j + 1) * g])]
+                 for j, (c, os) in enumerate(zip(cands, openings))]
     if greedy_anchor:
         greedy = policy.generate(convs, sampling.with_(temperature=0.0, top_p=1.0))
         cands = [[g.strip() or "..."] + c for g, c in zip(greedy, cands)]
     return cands
+
+
+def _opening_groups(explore_prefixes: Sequence[str | Sequence[str]]) -> list[list[str]]:
+    """Normalise ``explore_prefixes`` to groups of openings (see :func:`collect_candidates`)."""
+    items = list(explore_prefixes)
+    groups = [items] if items and all(isinstance(x, str) for x in items) else [[x] if isinstance(x, str) else list(x) for x in items]
+    if any(not g or not all(isinstance(o, str) and o.strip() for o in g) for g in groups):
+        raise ValueError(f"explore_prefixes must hold non-empty openings such as 'What' or lists of them (got {items!r})")
+    return groups
 
 
 def _score(venv: CBTSessionVectorEnv, idx: list[int], cands: list[list[str]], scoring: CandidateScoring) -> list[list[float]]:

@@ -63,6 +63,19 @@ def test_seeded_sampling_is_reproducible_and_leaves_global_rng_alone(embedded_hf
     assert embedded_hf.generate(CONVERSATIONS, sampled.with_(seed=12)) != first
 
 
+def test_a_prefilled_reply_is_continued(embedded_hf):
+    # Greedy decoding is prefix-consistent: prefilling the first token of the greedy reply gives the rest of it.
+    full = embedded_hf.generate(CONVERSATIONS, GREEDY)
+    tok = embedded_hf.tokenizer
+    openings = [tok.decode(tok.encode(t, add_special_tokens=False)[:1]) for t in full]
+    prefilled = [[*c, {"role": "assistant", "content": o}] for c, o in zip(CONVERSATIONS, openings)]
+    mixed = embedded_hf.generate([prefilled[0], CONVERSATIONS[1], prefilled[2], prefilled[3]],
+                                 GREEDY.with_(max_new_tokens=GREEDY.max_new_tokens - 1))
+    assert full[1].startswith(mixed[1]) and len(mixed[1]) > len(full[1]) / 2  # one token shorter
+    for i in (0, 2, 3):
+        assert (openings[i] + mixed[i]).strip() == full[i].strip()
+
+
 def test_candidates_for_one_state_differ(embedded_hf):
     texts = embedded_hf.generate([CONVERSATIONS[1]] * 4, Sampling(max_new_tokens=16, temperature=1.0, seed=3))
     assert len(set(texts)) > 1

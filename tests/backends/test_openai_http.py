@@ -77,6 +77,17 @@ def test_sampling_fields_reach_the_server(server):
 
 
 @pytest.mark.slow
+def test_a_prefill_asks_the_server_to_continue_the_reply(server, embedded_hf):
+    prefilled = [*CONVERSATIONS[0], {"role": "assistant", "content": "Well"}]
+    texts = client(server).generate([CONVERSATIONS[0], prefilled], Sampling(max_new_tokens=8))
+    flags = {len(r["body"]["messages"]): (r["body"].get("add_generation_prompt"), r["body"].get("continue_final_message"))
+             for r in server.requests}
+    assert flags[len(prefilled)] == (False, True) and flags[len(CONVERSATIONS[0])] == (None, None)
+    # the local server hands the conversation to HFBackend, which continues the prefill
+    assert texts[1] == embedded_hf.generate([prefilled], Sampling(max_new_tokens=8))[0]
+
+
+@pytest.mark.slow
 @pytest.mark.parametrize("faults", [("429", "429"), ("500", "drop"), ("sleep",)])
 def test_transient_faults_are_retried(server, embedded_hf, faults):
     server.inject(*faults)

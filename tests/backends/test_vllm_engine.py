@@ -74,6 +74,17 @@ def test_seeded_sampling_is_reproducible(engine):
     assert len(set(first)) > 1  # per-request seeds differ, so the candidates do too
 
 
+def test_a_prefilled_reply_is_continued_in_a_mixed_batch(engine):
+    # Greedy decoding is prefix-consistent: prefilling the first word of the greedy reply gives the rest of it.
+    full = engine.generate(CONVERSATIONS, Sampling(max_new_tokens=16))
+    opening = full[1].split()[0]
+    prefilled = [*CONVERSATIONS[1], {"role": "assistant", "content": opening}]
+    mixed = engine.generate([CONVERSATIONS[0], prefilled, CONVERSATIONS[2]], Sampling(max_new_tokens=12))
+    assert mixed[0] == engine.generate(CONVERSATIONS[:1], Sampling(max_new_tokens=12))[0]
+    assert not mixed[1].lstrip().startswith(opening)
+    assert full[1].strip().startswith((opening + mixed[1]).strip())
+
+
 def test_stop_strings(engine):
     full = engine.generate(CONVERSATIONS[:1], Sampling(max_new_tokens=24))[0]
     assert "Paris" in full

@@ -155,3 +155,69 @@ def test_greedy_pairing_needs_greedy_anchored_candidates(tmp_path):
         pairs_from_candidates(path, 0.5, pairing="greedy")
     with pytest.raises(ValueError, match="pairing"):
         pairs_from_candidates(path, 0.5, pairing="best")
+
+
+class OpeningAwarePolicy(GreedyMarkedPolicy):
+    """Continues a prefilled opening with a question (the only way this policy ever asks one)."""
+
+    def _generate(self, conversations, sampling):
+        out = []
+        for conv in conversations:
+            if conv[-1]["role"] == "assistant":
+                out.append(" went through your mind?")
+            elif sampling.temperature == 0:
+                out.append(self.GREEDY)
+            else:
+                out.append("Okay.")
+        return out, None
+
+
+def test_guided_candidates_continue_the_openings_and_never_drive_the_session(tmp_path):
+    specs = [EpisodeSpec(seed=i) for i in range(3)]
+    path = collect_candidates(OpeningAwarePolicy(), "system", specs, tmp_path, k=4,
+                              sampling=Sampling(max_new_tokens=8, temperature=1.0), batch_size=3, greedy_anchor=True,
+                              explore_prefixes=["What", "Which thought"],
+                              profiles=profiles(), max_rounds=3, reward_fn=CountingReward())
+    states = [st for r in read_jsonl(path) for st in r["states"]]
+    assert states and all(len(st["candidates"]) == 4 for st in states)
+    assert {st["guided"]["3"] for st in states} == {"What", "Which thought"}
+    for st in states:
+        opening = st["guided"]["3"]
+        assert list(st["guided"]) == ["3"]
+        assert st["candidates"][3] == f"{opening} went through your mind?"
+        assert st["candidates"][:3] == [OpeningAwarePolicy.GREEDY, "Okay.", "Okay."]
+        # the prompt stored for training is the dialogue, not the opening
+        assert st["prompt"][-1]["role"] == "user"
+    later = [st for st in states if st["turn"] > 0]
+    assert later and all(st["prompt"][-2]["content"] == OpeningAwarePolicy.GREEDY for st in later)
+    pairs = pairs_from_candidates(path, min_margin=0.5, pairing="greedy")
+    assert pairs and all(p["chosen"][0]["content"].endswith("went through your mind?") for p in pairs)
+
+
+def test_guided_exploration_validates_its_openings(tmp_path):
+    with pytest.raises(ValueError, match="explore_prefixes"):
+        collect(tmp_path, n=1, explore_prefixes=["What", " "])
+    with pytest.raises(ValueError, match="k >= 3"):
+        collect_candidates(policy(), "system", [EpisodeSpec(seed=0)], tmp_path, k=2, greedy_anchor=True,
+                           explore_prefixes=["What"], profiles=profiles(), max_rounds=2, reward_fn=CountingReward())
+
+
+def test_opening_groups_give_one_guided_candidate_each_and_best_advance_follows_the_top_score(tmp_path):
+    specs = [EpisodeSpec(seed=i) for i in range(2)]
+    path = collect_candidates(OpeningAwarePolicy(), "system", specs, tmp_path, k=4,
+                              sampling=Sampling(max_new_tokens=8, temperature=1.0), batch_size=2, greedy_anchor=True,
+                              explore_prefixes=[["What", "Which thought"], "Are you safe? What"], advance_best=True,
+                              profiles=profiles(), max_rounds=3, reward_fn=CountingReward())
+    states = [st for r in read_jsonl(path) for st in r["states"]]
+    assert states and all(st["guided"]["3"] == "Are you safe? What" and st["guided"]["2"] in ("What", "Which thought")
+                          for st in states)
+    assert all(st["candidates"][:2] == [OpeningAwarePolicy.GREEDY, "Okay."] for st in states)
+    # the questions score 1 and the statements 0: sessions went on with the first question (the best)
+    later = [st for st in states if st["turn"] > 0]
+    assert later and all(st["prompt"][-2]["content"].endswith("went through your mind?") for st in later)
+    with pytest.raises(ValueError, match="k >= 4"):
+        collect_candidates(policy(), "system", specs, tmp_path / "x", k=3, greedy_anchor=True,
+                           explore_prefixes=[["What"], "How"], profiles=profiles(), max_rounds=2, reward_fn=CountingReward())
+    with pytest.raises(ValueError, match="explore_prefixes"):
+        collect_candidates(policy(), "system", specs, tmp_path / "y", k=4, explore_prefixes=[["What"], []],
+                           profiles=profiles(), max_rounds=2, reward_fn=CountingReward())
