@@ -20,6 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from cbtgym.training.config import config_to_dict, parse_config
+from cbtgym.training.preferences import opening_groups
 
 
 @dataclass
@@ -80,10 +81,7 @@ class DPOScriptConfig:
             raise ValueError(f"k must be >= 2 (got {self.k})")
         if self.advance not in ("greedy", "best"):
             raise ValueError(f"advance must be 'greedy' or 'best' (got {self.advance!r})")
-        if not all((isinstance(p, str) and p.strip()) or (isinstance(p, list) and p and all(isinstance(o, str) and o.strip() for o in p))
-                   for p in self.explore_prefixes):
-            raise ValueError("explore_prefixes must hold non-empty openings or lists of them, e.g. [[What, How], "
-                             f"\"I'm worried about your safety.\"] (got {self.explore_prefixes!r})")
+        opening_groups(self.explore_prefixes)  # raises on an empty opening, naming the field
 
 
 def main(cfg: DPOScriptConfig) -> dict:

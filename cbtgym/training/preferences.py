@@ -79,7 +79,7 @@ def collect_candidates(
     """
     if k < 2:
         raise ValueError(f"k must be >= 2 to form pairs (got {k})")
-    groups = _opening_groups(explore_prefixes)
+    groups = opening_groups(explore_prefixes)
     if groups and k < len(groups) + 1 + int(greedy_anchor):
         raise ValueError(f"explore_prefixes needs k >= {len(groups) + 1 + int(greedy_anchor)} so that one candidate "
                          f"stays a free sample (got k={k})")
@@ -111,12 +111,12 @@ def collect_candidates(
                     if openings:
                         state["guided"] = {str(k - len(groups) + m): o for m, o in enumerate(openings[j])}
                     records[i]["states"].append(state)
-                    # Advance with the greedy reply (the states a greedy evaluation visits) or a random
-                    # candidate (states that cover the policy's sampling distribution).
+                    # Advance with the best candidate (states an improved policy reaches), the greedy reply
+                    # (the states a greedy evaluation visits) or a random one of the policy's own samples.
                     if advance_best:
                         actions[i] = cands[j][max(range(k), key=lambda c: scores[j][c])]
                     else:
-                        free = k - len(groups)  # sessions advance with the policy's own replies
+                        free = k - len(groups)
                         actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
                 venv.step(actions)
                 turn += 1
@@ -149,10 +149,13 @@ def _candidates(policy: Backend, convs: list, k: int, sampling: Sampling, greedy
     return cands
 
 
-def _opening_groups(explore_prefixes: Sequence[str | Sequence[str]]) -> list[list[str]]:
+def opening_groups(explore_prefixes: Sequence[str | Sequence[str]]) -> list[list[str]]:
     """Normalise ``explore_prefixes`` to groups of openings (see :func:`collect_candidates`)."""
     items = list(explore_prefixes)
-    groups = [items] if items and all(isinstance(x, str) for x in items) else [[x] if isinstance(x, str) else list(x) for x in items]
+    if items and all(isinstance(x, str) for x in items):
+        groups = [items]
+    else:
+        groups = [[x] if isinstance(x, str) else list(x) for x in items]
     if any(not g or not all(isinstance(o, str) and o.strip() for o in g) for g in groups):
         raise ValueError(f"explore_prefixes must hold non-empty openings such as 'What' or lists of them (got {items!r})")
     return groups
