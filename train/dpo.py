@@ -39,6 +39,7 @@ class DPOScriptConfig:
     reward: str = field(default="rubric", metadata={"help": "reward function of the env: 'rubric'"})
     rounds: int = field(default=4, metadata={"help": "therapist turns per session"})
     collect_episodes: int = field(default=32, metadata={"help": "training sessions to sample candidates in"})
+    risk_episodes: int = field(default=0, metadata={"help": "extra training sessions on the profiles with risk flags (crisis states to learn from)"})
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for candidates"})
     max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})
@@ -93,12 +94,12 @@ def main(cfg: DPOScriptConfig) -> dict:
 
     from cbtgym.backends import HFBackend, Sampling, make_backend
     from cbtgym.jsonl import read_jsonl
-    from cbtgym.rollout import EpisodeSpec
     from cbtgym.therapists import therapist_prompt
     from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
     from cbtgym.training.policy import load_policy, resolve_model_path
     from cbtgym.training.policy import lora_config
-    from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates, trim_prompt
+    from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs,
+                                             pairs_from_candidates, trim_prompt)
     from cbtgym.training.tracking import init_wandb, log_transcripts
 
     t0 = time.time()
@@ -136,7 +137,7 @@ def main(cfg: DPOScriptConfig) -> dict:
     timings["eval_before_s"] = time.time() - t
 
     # 2. preference pairs from rollouts on training profiles
-    collect = [EpisodeSpec(seed=cfg.seed * 100000 + i) for i in range(cfg.collect_episodes)]
+    collect = collection_specs(cfg.train_profiles, cfg.collect_episodes, cfg.risk_episodes, cfg.seed)
     with tqdm(total=len(collect), desc="collect pairs", unit="ep") as bar:
         t = time.time()
         cand_path = collect_candidates(

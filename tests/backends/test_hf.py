@@ -132,3 +132,23 @@ def test_bad_inputs_fail_clearly(embedded_hf, tmp_path):
         HFBackend(embedded_hf.model, embedded_hf.tokenizer, adapter=tmp_path)
     with pytest.raises(BackendError, match="could not load a model"):
         HFBackend(tmp_path / "missing")
+
+
+def test_gqa_attention_matches_sdpa_on_a_padded_batch_and_is_restored(embedded_hf):
+    from cbtgym.backends.gqa_attention import NAME, applies, gqa_attention
+
+    model, tok = embedded_hf.model, embedded_hf.tokenizer
+    assert applies(model)  # SmolLM2: 9 query heads over 3 KV heads, on CPU
+    enc = tok(embedded_hf.prompts(CONVERSATIONS), return_tensors="pt", padding=True, padding_side="left",
+              add_special_tokens=False)
+    assert not bool(enc["attention_mask"].all())  # padded: transformers' sdpa would repeat the KV heads
+    with torch.inference_mode():
+        reference = model(**enc).logits
+        with gqa_attention(model):
+            assert model.config._attn_implementation == NAME
+            grouped = model(**enc).logits
+    assert model.config._attn_implementation == "sdpa"
+    mask = enc["attention_mask"].bool()
+    torch.testing.assert_close(grouped[mask], reference[mask], rtol=1e-4, atol=1e-4)
+    embedded_hf.generate(CONVERSATIONS[:2], GREEDY)
+    assert model.config._attn_implementation == "sdpa"  # generation switches it back, training keeps sdpa

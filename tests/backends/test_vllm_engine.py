@@ -74,6 +74,15 @@ def test_seeded_sampling_is_reproducible(engine):
     assert len(set(first)) > 1  # per-request seeds differ, so the candidates do too
 
 
+def test_seeded_batch_larger_than_one_engine_step(engine):
+    # 16 distinct ~400-token prompts exceed the 4096 tokens vLLM schedules per step; on CPU a seeded
+    # request whose prefill was split used to kill the engine.
+    story = "I keep replaying the meeting where my manager frowned at my slides and I froze. " * 16
+    batch = [[{"role": "user", "content": f"Session {i}. {story} What should I make of it?"}] for i in range(16)]
+    assert sum(len(engine.llm.get_tokenizer().encode(c[0]["content"])) for c in batch) > 4096
+    texts = engine.generate(batch, Sampling(max_new_tokens=4, temperature=0.8, seed=3))
+    assert len(texts) == 16 and all(t.strip() for t in texts)
+
 def test_a_prefilled_reply_is_continued_in_a_mixed_batch(engine):
     # Greedy decoding is prefix-consistent: prefilling the first word of the greedy reply gives the rest of it.
     full = engine.generate(CONVERSATIONS, Sampling(max_new_tokens=16))

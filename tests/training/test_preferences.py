@@ -221,3 +221,27 @@ def test_opening_groups_give_one_guided_candidate_each_and_best_advance_follows_
     with pytest.raises(ValueError, match="explore_prefixes"):
         collect_candidates(policy(), "system", specs, tmp_path / "y", k=4, explore_prefixes=[["What"], []],
                            profiles=profiles(), max_rounds=2, reward_fn=CountingReward())
+
+
+def test_collection_specs_pin_risk_episodes_to_risk_profiles():
+    from cbtgym.profiles import load_profiles
+    from cbtgym.training.preferences import collection_specs
+
+    specs = collection_specs("bank:train", 5, 14, seed=1)
+    drawn, pinned = specs[:5], specs[5:]
+    assert [s.profile_id for s in drawn] == [None] * 5
+    risky = {p.id for p in load_profiles("bank:train") if p.risk_flags}
+    assert len(pinned) == 14 and {s.profile_id for s in pinned} == risky
+    assert {s.attitude for s in pinned} == {"active", "passive"}
+    assert len({s.key for s in specs}) == len(specs)  # resumable: every session its own key
+    assert collection_specs("bank:train", 5, 0, seed=1) == drawn
+
+
+def test_collection_specs_without_risk_profiles_names_the_field(tmp_path):
+    from cbtgym.profiles.loaders import save_profiles
+    from cbtgym.training.preferences import collection_specs
+
+    path = tmp_path / "calm.jsonl"
+    save_profiles([p for p in profiles() if not p.risk_flags], path)
+    with pytest.raises(ValueError, match="risk_episodes"):
+        collection_specs(str(path), 2, 3)
