@@ -23,6 +23,11 @@ from cbtgym.training.config import config_to_dict, parse_config
 from cbtgym.training.preferences import opening_groups
 
 
+QUESTION_OPENINGS = ("Can you tell me more about", "What went through your mind when", "How did you feel when",
+                     "What do you think")
+SAFETY_OPENING = "I am worried about your safety. If you are in danger, call"
+
+
 @dataclass
 class DPOScriptConfig:
     """Everything train/dpo.py needs; each field is also a --flag."""
@@ -38,7 +43,7 @@ class DPOScriptConfig:
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": "reward function of the env: 'rubric'"})
     rounds: int = field(default=4, metadata={"help": "therapist turns per session"})
-    collect_episodes: int = field(default=32, metadata={"help": "training sessions to sample candidates in"})
+    collect_episodes: int = field(default=24, metadata={"help": "training sessions to sample candidates in"})
     risk_episodes: int = field(default=0, metadata={"help": "extra training sessions on the profiles with risk flags (crisis states to learn from)"})
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for candidates"})
@@ -46,8 +51,8 @@ class DPOScriptConfig:
     scoring: str = field(default="patient", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
     pairing: str = field(default="greedy", metadata={"help": "'extremes' (best vs worst sample) or 'greedy' (each vs the greedy reply)"})
-    explore_prefixes: list = field(default_factory=list, metadata={"help": "openings guided candidates continue: one candidate per item, a list item rotates (see collect_candidates)"})
-    advance: str = field(default="greedy", metadata={"help": "collection sessions go on with the 'greedy' reply (random sample without greedy pairing) or the 'best' candidate"})
+    explore_prefixes: list = field(default_factory=lambda: [list(QUESTION_OPENINGS), SAFETY_OPENING], metadata={"help": "openings guided candidates continue: one candidate per item, a list item rotates (see collect_candidates)"})
+    advance: str = field(default="best", metadata={"help": "collection sessions go on with the 'greedy' reply (random sample without greedy pairing) or the 'best' candidate"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
     rollout_backend: str = field(default="hf", metadata={"help": "'hf' (the policy in process) or 'vllm' (GPU)"})
     learning_rate: float = field(default=1e-3, metadata={"help": "DPO learning rate (LoRA)"})

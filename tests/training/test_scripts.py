@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from cbtgym.jsonl import read_jsonl
+from cbtgym.profiles import load_profiles
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -49,7 +50,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     dpo = load_script("dpo")
     cfg = dpo.DPOScriptConfig(
-        output_dir=str(tmp_path), collect_episodes=3, k=3, rounds=2, max_new_tokens=12, min_margin=0.01,
+        output_dir=str(tmp_path), collect_episodes=3, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
         eval_limit=1, eval_attitudes="both", num_train_epochs=1, per_device_train_batch_size=2,
         rollout_batch_size=4, max_length=384, learning_rate=1e-3, wandb=True,
     )
@@ -65,7 +66,15 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     pairs = list(read_jsonl(tmp_path / "pairs.jsonl"))
     assert len(pairs) == train["pairs"] and len({p["id"] for p in pairs}) == len(pairs)
     assert all(p["score_chosen"] - p["score_rejected"] >= 0.01 for p in pairs)
-    assert len(list(read_jsonl(tmp_path / "candidates.jsonl"))) == 3
+    episodes = list(read_jsonl(tmp_path / "candidates.jsonl"))
+    assert len(episodes) == 4  # 3 drawn + 1 pinned to a profile with risk flags
+    risky = {p.id for p in load_profiles("bank:train") if p.risk_flags}
+    assert episodes[-1]["profile_id"] in risky
+    # the default guided openings: one question (rotating) and the safety opening, continued by the policy
+    guided = [g for e in episodes for st in e["states"] for g in st["guided"].items()]
+    assert guided and all(st["candidates"][int(i)].startswith(o) for e in episodes for st in e["states"]
+                          for i, o in st["guided"].items())
+    assert {o for _, o in guided} >= {dpo.SAFETY_OPENING}
     assert (tmp_path / "pairs_dataset" / "dataset_info.json").is_file()
     assert len(list(read_jsonl(tmp_path / "eval_before.jsonl"))) == len(list(read_jsonl(tmp_path / "eval_after.jsonl"))) == 2
     assert list(tmp_path.glob("wandb/offline-run-*")), "the W&B run is written offline"
