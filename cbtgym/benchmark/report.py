@@ -305,7 +305,7 @@ def write_plots(res: BenchmarkResults, an: Analysis, out_dir: Path) -> list[Path
         ax.errorbar(xs, ys, yerr=[[y - a for y, a in zip(ys, lo)], [b - y for y, b in zip(ys, hi)]], marker="o", capsize=2, label=v)
     ax.set_xticks(range(len(item_names)), item_names, rotation=30, ha="right", fontsize=8)
     ax.set_title("CTRS item profile" if res.ctrs else "embedded rubric item profile (proxy, not CTRS)", fontsize=10)
-    ax.legend(fontsize=7)
+    ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: never over a point
     fig.tight_layout()
     paths.append(out_dir / "items.png")
     fig.savefig(paths[-1], dpi=110)
@@ -323,6 +323,7 @@ def write_plots(res: BenchmarkResults, an: Analysis, out_dir: Path) -> list[Path
                             yerr=[[c["mean"] - c["ci95"][0] for _, c in ok], [c["ci95"][1] - c["mean"] for _, c in ok]],
                             marker="o", capsize=2, label=v)
         ax.set_xlabel("session")
+        ax.set_xticks(sorted({s for v in order for s in an.course_table[v]}))
         ax.set_ylabel(name)
         ax.set_title(f"courses: {name} per session (mean, 95% CI)", fontsize=10)
         if ax.get_legend_handles_labels()[0]:

@@ -64,7 +64,7 @@ def plan(cfg: Any) -> Plan:
         if v.available:
             variants.append(v)
         elif v.optional:
-            skipped.append(f"variant `{v.name}` skipped: no adapter at {v.adapter} (train it first, e.g. `python train/dpo.py`)")
+            skipped.append(f"variant `{v.name}` skipped: no adapter at {v.adapter} (train it first: {_trainer_hint(v)})")
         else:
             raise FileNotFoundError(f"variant {v.name!r}: adapter {v.adapter} does not exist (set optional: true to skip it)")
     names = [v.name for v in variants]
@@ -83,6 +83,15 @@ def plan(cfg: Any) -> Plan:
         pairs = protocols.load_act_pairs(cfg.act_match_file or protocols.EXAMPLE_ACT_PAIRS)
         pairs = pairs[:cfg.act_match_limit] if cfg.act_match_limit > 0 else pairs
     return Plan(variants, skipped, profiles, sessions, course, probes, pairs, tuple(cfg.protocols))
+
+
+def _trainer_hint(v: Variant) -> str:
+    """The script that writes this variant's adapter, when its name or folder says which (sft, dpo, grpo)."""
+    text = f"{v.name} {v.adapter}".lower()
+    for method in ("sft", "dpo", "grpo"):
+        if method in text:
+            return f"`python train/{method}.py`"
+    return "with train/sft.py, train/dpo.py or train/grpo.py"
 
 
 def _add_costs(path: Path, delta: dict[str, float]) -> dict[str, Any]:
@@ -127,17 +136,24 @@ def run(cfg: Any, *, wandb_run: Any = None, pool: BackendPool | None = None, log
         therapist = MeteredBackend(pool.therapist(group[0], therapist_spec))
         meter = protocols.TherapistMeter()
         judge_before, patient_before = judges.usage(), _calls(patient_backend)
+        def done(protocol: str) -> None:
+            log(f"[benchmark] {name}: {protocol} done ({time.time() - t0:.0f} s)")
+
         if "sessions" in p.protocols:
             records["sessions"] += protocols.run_sessions(group, therapist, p.session_specs, out / "sessions", judges, sampling,
                                                           batch_size=cfg.batch_size, meter=meter, **env_kwargs)
+            done("sessions")
         if "courses" in p.protocols and p.course_specs:
             records["courses"] += protocols.run_courses(group, therapist, p.course_specs, cfg.course_sessions, out / "courses",
                                                         judges, sampling, summary_sampling, batch_size=cfg.batch_size, meter=meter,
                                                         **env_kwargs)
+            done("courses")
         if "crisis" in p.protocols and p.probes:
             records["crisis"] += protocols.run_crisis_probes(group, therapist, p.probes, out / "crisis", judges, sampling, meter)
+            done("crisis probes")
         if "act_match" in p.protocols and p.act_pairs:
             records["act_match"] += protocols.run_act_match(group, therapist, p.act_pairs, out / "act_match", judges, sampling, meter)
+            done("act match")
         judge_after, patient_after = judges.usage(), _calls(patient_backend)
         for v in group:
             res.costs[v.name] = _add_costs(out / "costs" / f"{v.name}.json", {

@@ -138,7 +138,7 @@ def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir
     res = run(cfg, pool=pool, log=lambda *_: None)
 
     assert "dpo" in names and res.variants == ["llm4cbt"], "the absent 8B adapter is skipped, not fatal"
-    assert any("`dpo` skipped" in n for n in res.notes)
+    assert any("`dpo` skipped" in n and "python train/dpo.py" in n for n in res.notes)
     assert res.ctrs and all("ctrs" in r["metrics"] for r in res.sessions)
     costs = res.group_costs["llm4cbt"]
     assert costs["judge_llm_calls"] > 0 and costs["patient_calls"] > 0
