@@ -37,11 +37,13 @@ class Timed(Backend):
     def __init__(self, inner: Backend) -> None:
         super().__init__()
         self.inner, self.name, self.seconds = inner, inner.name, 0.0
+        self.seen: list = []  # every conversation generated for, in order
 
     def _generate(self, conversations, sampling):
         t = time.perf_counter()
         texts = self.inner.generate(conversations, sampling)
         self.seconds += time.perf_counter() - t
+        self.seen.extend(conversations)
         return texts, None
 
     def tokens(self) -> int:
@@ -54,7 +56,7 @@ def env_kwargs(backend):
 
 
 def run_sequential(backend: Timed, n: int) -> dict:
-    t0, tok0, gen0 = time.perf_counter(), backend.tokens(), backend.seconds
+    t0, tok0, gen0, calls0 = time.perf_counter(), backend.tokens(), backend.seconds, backend.inner.stats.calls
     for i in range(n):
         env = CBTSessionEnv(**env_kwargs(backend))
         env.reset(seed=i)
@@ -62,7 +64,8 @@ def run_sequential(backend: Timed, n: int) -> dict:
             *_, te, tr, _ = env.step(a)
             if te or tr:
                 break
-    return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+    res = _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+    return {**res, "calls": backend.inner.stats.calls - calls0, "gen_seconds": backend.seconds - gen0}
 
 
 def run_batched(backend: Timed, n: int) -> dict:
@@ -74,6 +77,21 @@ def run_batched(backend: Timed, n: int) -> dict:
         if venv.done.all():
             break
     return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+
+
+def prefill_share(backend: Timed, conversations: list, seq: dict) -> float:
+    """Share of a sequential patient call spent reading the prompt (one-token generations of the same prompts).
+
+    Batching shares the decode steps but not the prompt's compute, which on a CPU is bound by FLOPs: with a
+    free batched decode, batched/sequential could reach at most 1 / this share.
+    """
+    one_token = Sampling(max_new_tokens=1, temperature=0.0)
+    t = time.perf_counter()
+    for c in conversations:
+        backend.inner.generate([c], one_token)
+    per_call = (time.perf_counter() - t) / len(conversations)
+    calls = seq["calls"]
+    return per_call / (seq["gen_seconds"] / calls)
 
 
 def _result(episodes: int, seconds: float, tokens: int, gen_seconds: float) -> dict:
@@ -96,8 +114,13 @@ def main() -> None:
 
     hf = Timed(make_backend("embedded"))
     hf.generate([[{"role": "user", "content": "Hello"}]], Sampling(max_new_tokens=4))  # warm-up
+    first = len(hf.seen)
     seq = run_sequential(hf, args.n)
     show(f"hf sequential x{args.n}", seq)
+    calls = hf.seen[first:]
+    share = prefill_share(hf, calls[:: max(1, len(calls) // args.n)][: args.n], seq)
+    print(f"prompt reading: {100 * share:.0f}% of a sequential patient call; batched/sequential cannot pass "
+          f"{1 / share:.1f}x however cheap batched decoding gets")
     bat = run_batched(hf, args.n)
     show(f"hf batched N={args.n}", bat)
     print(f"ratio hf batched / sequential: {bat['episodes_per_s'] / seq['episodes_per_s']:.2f}x episodes/s, "
