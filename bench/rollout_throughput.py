@@ -6,8 +6,9 @@
 The patient is the LLM patient played by SmolLM2-135M-Instruct (ratings off, so each
 step is exactly one patient generate call); therapist turns are fixed CBT questions so
 both arms generate the same number of patient turns. Prints episodes/s, tokens/s,
-the batched/sequential ratios measured in this run, and the env overhead: the share
-of step time spent outside backend.generate.
+the batched/sequential ratios measured in this run, the env overhead (the share of step
+time spent outside backend.generate), and the share of a sequential patient call spent
+reading the prompt, with the ceiling that share puts on any batched/sequential ratio.
 """
 
 from __future__ import annotations
