@@ -12,6 +12,11 @@ from typing import Any, Iterator, Sequence
 
 from .base import Backend, BackendError, Sampling, apply_stop, is_prefill
 from .gqa_attention import gqa_attention
+from .kv_decoding import KVDecoder, applies as kv_decoding_applies
+from .prefix_cache import PrefixCache
+
+#: Prefix cache budget of a model HFBackend loads itself (SmolLM2-135M: ~46 KB a token, ~90k tokens).
+DEFAULT_PREFIX_CACHE_GB = 4.0
 
 
 def default_device() -> str:
@@ -51,6 +56,10 @@ class HFBackend(Backend):
         dtype: Weight dtype for a model loaded here; default float32 on CPU, the config's dtype elsewhere.
         batch_size: Conversations per forward batch.
         adapter: A LoRA adapter folder to apply on top of the model (needs peft).
+        prefix_cache_gb: Memory for the key/value states of earlier prompts, so a prompt that extends one
+            (the next turn of a session) reads only its new tokens (:mod:`~cbtgym.backends.prefix_cache`).
+            Default: 4 GB for a model loaded here; off (0) for a model handed in, whose weights its
+            owner (a trainer) may change between calls: pass a size only when they stay fixed.
 
     Attributes:
         model: The (possibly peft-wrapped) model generating the text.
@@ -68,6 +77,7 @@ class HFBackend(Backend):
         dtype: Any = None,
         batch_size: int = 16,
         adapter: str | Path | None = None,
+        prefix_cache_gb: float | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -101,10 +111,22 @@ class HFBackend(Backend):
         if not getattr(tokenizer, "chat_template", None):
             raise BackendError(f"the tokenizer of {source!r} has no chat template; HFBackend needs a chat model")
         self.source = source
+        if prefix_cache_gb is None:
+            prefix_cache_gb = DEFAULT_PREFIX_CACHE_GB if isinstance(model, (str, Path)) else 0.0
+        if prefix_cache_gb < 0:
+            raise ValueError(f"HFBackend(prefix_cache_gb=...) must be >= 0 (got {prefix_cache_gb})")
+        self.prefix_cache = PrefixCache(int(prefix_cache_gb * 2**30)) if prefix_cache_gb > 0 else None
         self.adapter: str | None = None
+        self._set_decoder()
         if adapter is not None:
             self.load_adapter(adapter)
         self.name = self._make_name()
+
+    def _set_decoder(self) -> None:
+        """The decoding loop for the current model (None: ``model.generate``), with a cache emptied of old weights' states."""
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
+        self._decoder = KVDecoder(self.model, self.prefix_cache) if kv_decoding_applies(self.model) else None
 
     def _make_name(self) -> str:
         return f"hf:{self.source}" + (f"+lora:{self.adapter}" if self.adapter else "")
@@ -120,6 +142,7 @@ class HFBackend(Backend):
         self.model.eval()
         self.adapter = str(path)
         self.name = self._make_name()
+        self._set_decoder()
 
     # -- generation ------------------------------------------------------------------------------
 
@@ -179,18 +202,31 @@ class HFBackend(Backend):
                 chunk = unique[start : start + self.batch_size]
                 rows = [i for p in chunk for i in rows_of[p]]
                 copies = [len(rows_of[p]) for p in chunk]
-                # The template already holds the special tokens; left padding keeps every
-                # prompt's end next to its first generated token.
-                enc = self.tokenizer(
-                    chunk, return_tensors="pt", padding=True, padding_side="left", add_special_tokens=False
-                ).to(self.model.device)
-                new = self._generate_chunk(enc, copies, config)
-                for i, row in zip(rows, new.tolist()):
+                for i, row in zip(rows, self._generate_rows(chunk, copies, sampling, config)):
                     used = _completion_length(row, eos_ids)
                     tokens += used
                     text = self.tokenizer.decode(row[:used], skip_special_tokens=True)
                     texts[i] = apply_stop(text, sampling.stop)
         return texts, tokens
+
+    def _generate_rows(self, chunk: list[str], copies: list[int], sampling: Sampling, config: Any) -> list[list[int]]:
+        """Token ids generated for each prompt of ``chunk`` repeated ``copies[j]`` times (rows in that order)."""
+        # The template already holds the special tokens.
+        if self._decoder is None:
+            # Left padding keeps every prompt's end next to its first generated token.
+            enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left",
+                                 add_special_tokens=False).to(self.model.device)
+            return self._generate_chunk(enc, copies, config).tolist()
+        import torch
+
+        ids = [torch.tensor(x, device=self.model.device) for x in self.tokenizer(chunk, add_special_tokens=False)["input_ids"]]
+        stopped = None
+        if sampling.stop:
+            def stopped(row: list[int]) -> bool:
+                text = self.tokenizer.decode(row, skip_special_tokens=True)
+                return any(s in text for s in sampling.stop)
+        return self._decoder.generate(ids, copies, sampling.max_new_tokens, sampling.temperature, sampling.top_p,
+                                      config.eos_token_id, config.pad_token_id, stopped)
 
     def _generate_chunk(self, enc: Any, copies: list[int], config: Any) -> Any:
         """New tokens for each prompt of ``enc`` repeated ``copies[j]`` times (rows in that order)."""

@@ -227,12 +227,13 @@ class BackendPool:
                                     "give a folder saved by train/dpo.py (or mark the variant optional: true)")
         model = _hf_model(spec)
         if model is not None:
-            from ..backends.hf import HFBackend
+            from ..backends.hf import DEFAULT_PREFIX_CACHE_GB, HFBackend
             from ..training.policy import load_policy
 
             policy, tokenizer = load_policy(model, adapter=variant.adapter)
-            # Merged, the LoRA model generates at the base model's speed.
-            backend: Backend = HFBackend(policy.merge_and_unload().eval(), tokenizer, batch_size=self.hf_batch_size)
+            # Merged, the LoRA model generates at the base model's speed; its weights stay fixed, so states can be reused.
+            backend: Backend = HFBackend(policy.merge_and_unload().eval(), tokenizer, batch_size=self.hf_batch_size,
+                                         prefix_cache_gb=DEFAULT_PREFIX_CACHE_GB)
             backend.name = f"hf:{model}+lora:{variant.adapter}"
         else:
             engine = self.get(spec)

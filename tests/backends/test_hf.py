@@ -119,6 +119,59 @@ def test_peft_model_and_saved_adapter(embedded_dir, embedded_hf, tmp_path):
     assert from_disk.name == f"hf:{embedded_dir}+lora:{tmp_path / 'adapter'}"
     assert from_disk.generate(CONVERSATIONS[:2], GREEDY) == expected
 
+    later = HFBackend(embedded_dir, prefix_cache_gb=0.5)
+    later.generate(CONVERSATIONS[:1], GREEDY)
+    assert len(later.prefix_cache) == 1
+    later.load_adapter(tmp_path / "adapter")  # new weights: the old ones' states must go
+    assert len(later.prefix_cache) == 0
+    assert later.generate(CONVERSATIONS[:2], GREEDY) == expected
+
+
+def test_the_next_turn_reads_only_its_new_tokens_and_says_the_same(embedded_hf):
+    uncached = HFBackend(embedded_hf.model, embedded_hf.tokenizer)  # a handed-in model: its owner may train it
+    assert uncached.prefix_cache is None and embedded_hf.prefix_cache is not None
+    cache = embedded_hf.prefix_cache
+    cache.clear()
+    first = embedded_hf.generate(CONVERSATIONS, GREEDY)
+    assert first == uncached.generate(CONVERSATIONS, GREEDY)
+    follow = [[*c, {"role": "assistant", "content": r}, {"role": "user", "content": "Why do you say that?"}]
+              for c, r in zip(CONVERSATIONS, first)]
+    read, reused = cache.read_tokens, cache.reused_tokens
+    assert embedded_hf.generate(follow, GREEDY) == uncached.generate(follow, GREEDY)
+    tok = embedded_hf.tokenizer
+    earlier = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in embedded_hf.prompts(CONVERSATIONS))
+    now = sum(len(tok(p, add_special_tokens=False)["input_ids"]) for p in embedded_hf.prompts(follow))
+    assert cache.read_tokens - read == now
+    assert earlier <= cache.reused_tokens - reused < now  # every earlier prompt (and some of its reply) came from the cache
+
+
+def test_cached_states_give_the_logits_of_a_whole_read(embedded_hf):
+    from cbtgym.backends.kv_decoding import KVDecoder
+    from cbtgym.backends.prefix_cache import PrefixCache
+
+    tok = embedded_hf.tokenizer
+    ids = torch.tensor(tok(embedded_hf.prompts(CONVERSATIONS[3:])[0], add_special_tokens=False)["input_ids"])
+    with embedded_hf._inference(None):
+        whole_logits, whole_kv = KVDecoder(embedded_hf.model)._read(ids)
+        cache = PrefixCache(2**30)
+        cache.add(ids[:20], [(k[:, :20], v[:, :20]) for k, v in whole_kv])
+        part_logits, part_kv = KVDecoder(embedded_hf.model, cache)._read(ids)
+    assert cache.reused_tokens == 20
+    torch.testing.assert_close(part_logits, whole_logits, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(part_kv[-1][0], whole_kv[-1][0], atol=1e-4, rtol=1e-4)
+
+
+def test_rows_that_end_early_leave_the_batch_without_changing_the_others(embedded_hf):
+    long = Sampling(max_new_tokens=64)
+    cache = embedded_hf.prefix_cache
+    cache.clear()
+    before = embedded_hf.stats.completion_tokens
+    batched = embedded_hf.generate(CONVERSATIONS, long)
+    used = embedded_hf.stats.completion_tokens - before
+    assert used < 4 * 64  # some rows ended early (the batch shrank)
+    cache.clear()
+    assert batched == [embedded_hf.generate([c], long)[0] for c in CONVERSATIONS]
+
 
 def test_name_and_flags(embedded_hf, embedded_dir):
     assert embedded_hf.name == f"hf:{embedded_dir}"
@@ -132,6 +185,8 @@ def test_bad_inputs_fail_clearly(embedded_hf, tmp_path):
         HFBackend(embedded_hf.model, embedded_hf.tokenizer, adapter=tmp_path)
     with pytest.raises(BackendError, match="could not load a model"):
         HFBackend(tmp_path / "missing")
+    with pytest.raises(ValueError, match="prefix_cache_gb"):
+        HFBackend(embedded_hf.model, embedded_hf.tokenizer, prefix_cache_gb=-1)
 
 
 def test_gqa_attention_matches_sdpa_on_a_padded_batch_and_is_restored(embedded_hf):
