@@ -23,10 +23,18 @@ class PatientState:
 
     profile: PatientProfile
     disclosed: list[str] = field(default_factory=list)
+    #: Parallel to ``disclosed``: how many patient turns the transcript held when each layer
+    #: unlocked, i.e. the index of the patient reply it came just before.
+    disclosed_turn: list[int] = field(default_factory=list)
     trust: int = 0
     pressure: int = 0
     satisfaction: int = SATISFACTION_START
     left: bool = False
+
+    def disclose(self, layer: str, turn: int) -> None:
+        """Record that ``layer`` unlocked just before patient reply number ``turn`` (0-based)."""
+        self.disclosed.append(layer)
+        self.disclosed_turn.append(turn)
 
     @property
     def passive(self) -> bool:

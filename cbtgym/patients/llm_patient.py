@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Sequence
+from typing import Mapping, Sequence
 
 from ..backends.base import Backend, Sampling
 from ..profiles.schema import PatientProfile
@@ -20,32 +20,84 @@ def _template(name: str) -> str:
     return (_PROMPTS / name).read_text()
 
 
-def ready_list(state: PatientState) -> str:
-    """The profile layers this patient has been led to, as bullet lines for its prompt."""
-    p = state.profile
-    items = [f"- The situation, vaguely: it has to do with {p.disorder_description.split('.')[0].lower()}."]
-    facts = {
+def situation_fact(profile: PatientProfile) -> str:
+    """The one item a patient may talk about from the start: its situation, vaguely."""
+    return f"- The situation, vaguely: it has to do with {profile.disorder_description.split('.')[0].lower()}."
+
+
+def layer_facts(profile: PatientProfile) -> dict[str, str | None]:
+    """The bullet line each profile layer adds to what the patient may talk about (None: nothing)."""
+    p = profile
+    return {
         "emotions": f"- How you feel: {', '.join(p.emotions)}." if p.emotions else None,
         "experience": f"- What happened: {p.situation}",
         "reaction": "- How you reacted: " + " ".join(p.reactions),
         "thought": "- What went through your mind (your automatic thought): " + " / ".join(p.automatic_thoughts),
         "belief": f"- What you believe deep down: {p.core_belief}",
     }
-    items += [facts[layer] for layer in state.disclosed if facts.get(layer)]
-    if p.risk_flags and state.disclosed:
-        items.append(f"- Something you have been holding back: {risk_statements()[p.risk_flags[0]]}")
-    return "\n".join(items)
+
+
+def risk_fact(profile: PatientProfile) -> str | None:
+    """What a patient with risk flags has been holding back; it comes with the first disclosed layer."""
+    if not profile.risk_flags:
+        return None
+    return f"- Something you have been holding back: {risk_statements()[profile.risk_flags[0]]}"
+
+
+def unlocked_facts(state: PatientState) -> dict[int, list[str]]:
+    """The bullet lines each unlock added, keyed by the patient turn they came before."""
+    facts, risk = layer_facts(state.profile), risk_fact(state.profile)
+    out: dict[int, list[str]] = {}
+    for i, (layer, turn) in enumerate(zip(state.disclosed, state.disclosed_turn)):
+        lines = [facts[layer]] if facts.get(layer) else []
+        if i == 0 and risk:
+            lines.append(risk)
+        if lines:
+            out.setdefault(turn, []).extend(lines)
+    return out
+
+
+def chat_with_notes(transcript: Transcript, system: str, notes: Mapping[int, str]) -> list[dict[str, str]]:
+    """The patient's chat with each note as a system message just before the patient turn it precedes.
+
+    ``notes[k]`` goes right after the therapist message answered by patient turn ``k``
+    (0-based; ``k == len(transcript.patient_turns)`` is the reply being generated now).
+    Earlier messages never change, so each turn's chat extends the last one (prefix caching).
+    """
+    chat = transcript.as_chat("patient", system)
+    head = len(chat) - len(transcript.turns)
+    out, replies = chat[:head], 0
+    for turn, message in zip(transcript.turns, chat[head:]):
+        if turn.speaker == "patient":
+            out += _note_message(notes, replies)
+            replies += 1
+        out.append(message)
+    return out + _note_message(notes, replies)
+
+
+def _note_message(notes: Mapping[int, str], turn: int) -> list[dict[str, str]]:
+    return [{"role": "system", "content": notes[turn]}] if turn in notes else []
 
 
 class LLMPatient:
     """A patient played by any backend.
 
-    The prompt (one template per attitude, in ``prompts/``) carries the persona, the
-    disorder and only the layers of the profile the therapist's questions have
-    reached so far (the same cues as :class:`~cbtgym.patients.rule_patient.RulePatient`
-    decide): the automatic thought enters the prompt only once the therapist asks
+    The system prompt (one template per attitude, in ``prompts/``) holds only what
+    never changes in a session: the persona, the disorder, the attitude and the
+    situation, vaguely. When the therapist's questions reach a deeper layer of the
+    profile (the same cues as :class:`~cbtgym.patients.rule_patient.RulePatient`
+    decide), a note (``prompts/llm_patient_note.txt``) naming the new fact enters the
+    chat as a system message right after the therapist message that earned it, and
+    stays there: the automatic thought reaches the model only once the therapist asks
     about thoughts, so even a weak model cannot volunteer it early. Replies are
     cleaned of role confusion. The patient may leave by writing ``[LEAVE]``.
+
+    The chat is append-only: each turn's conversation is the previous one plus new
+    messages, so prefix caches (vLLM's automatic prefix caching, an HF KV prefix
+    cache) reuse the whole earlier session; a system prompt rewritten at each unlock
+    would invalidate everything after it. The backend's chat template must accept
+    system messages after the first (ChatML/SmolLM2, Qwen2.5, Llama 3 and
+    OpenAI-compatible servers do).
 
     Args:
         backend: Any :class:`~cbtgym.backends.base.Backend`.
@@ -61,12 +113,14 @@ class LLMPatient:
         self.sampling = sampling or Sampling(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0)
         self.rate_satisfaction = rate_satisfaction
         self._templates = {a: _template(f"llm_patient_{a}.txt") for a in ("active", "passive")}
+        self._note = _template("llm_patient_note.txt")
         self._rating = _template("llm_patient_rating.txt")
 
     def new_state(self, profile: PatientProfile) -> PatientState:
         return PatientState(profile=profile)
 
     def system_prompt(self, state: PatientState) -> str:
+        """The part of the prompt that stays the same for the whole session."""
         p = state.profile
         return self._templates[p.attitude].format(
             name=p.persona.name or "the patient",
@@ -75,18 +129,26 @@ class LLMPatient:
             occupation=p.persona.occupation.lower(),
             disorder=p.disorder,
             disorder_description=p.disorder_description,
-            ready=ready_list(state),
+            ready=situation_fact(p),
             leave_token=LEAVE_TOKEN,
         )
+
+    def notes(self, state: PatientState) -> dict[int, str]:
+        """The note for each patient turn that came after an unlock, keyed by that turn's index."""
+        return {turn: self._note.format(facts="\n".join(lines)) for turn, lines in unlocked_facts(state).items()}
+
+    def chat(self, state: PatientState, transcript: Transcript) -> list[dict[str, str]]:
+        """The conversation the backend sees for the patient's next reply."""
+        return chat_with_notes(transcript, self.system_prompt(state), self.notes(state))
 
     def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
         layers = []
         for state, transcript in zip(states, transcripts):
             layer = unlock(state, last_therapist_cues(transcript)) if transcript.patient_turns else None
             if layer:
-                state.disclosed.append(layer)
+                state.disclose(layer, len(transcript.patient_turns))
             layers.append(layer)
-        convs = [t.as_chat("patient", self.system_prompt(s)) for s, t in zip(states, transcripts)]
+        convs = [self.chat(s, t) for s, t in zip(states, transcripts)]
         raw = self.backend.generate(convs, self.sampling)
         replies = []
         for state, text, layer in zip(states, raw, layers):

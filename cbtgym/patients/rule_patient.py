@@ -91,7 +91,7 @@ class RulePatient:
             return PatientReply(_pick(_lines()["withdraw"], *key), sat, meta={"pressure": state.pressure})
         if layer is None:
             return PatientReply(_pick(_lines()["nothing_new"][p.attitude], *key), sat)
-        state.disclosed.append(layer)
+        state.disclose(layer, len(transcript.patient_turns))
         text = layer_text(p, layer, key)
         if len(state.disclosed) == 1 and p.risk_flags:
             text = f"{text} {risk_statements()[p.risk_flags[0]]}"

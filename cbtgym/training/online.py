@@ -70,7 +70,8 @@ class EnvRollout:
             for i, (seed, turn) in enumerate(rows):
                 if turn == step or (venv.done[i] and (seed, turn) not in out):
                     st = venv.envs[i]._state
-                    memory = {k: getattr(st, k) for k in ("disclosed", "trust", "pressure", "satisfaction", "left")}
+                    keys = ("disclosed", "disclosed_turn", "trust", "pressure", "satisfaction", "left")
+                    memory = {k: getattr(st, k) for k in keys}
                     out[(seed, turn)] = (venv.transcripts[i].copy(), json.loads(json.dumps(memory)))
             live = [i for i, (_, t) in enumerate(rows) if not venv.done[i] and t > step]
             if not live:

@@ -1,3 +1,6 @@
+import copy
+
+from cbtgym.backends.scripted import ScriptedBackend
 from cbtgym.patients import LLMPatient, RulePatient, clean_reply, read_cues
 from cbtgym.transcript import Transcript
 from tests.factories import echo_patient_backend, profile
@@ -34,7 +37,7 @@ def test_active_rule_patient_discloses_the_automatic_thought_only_when_asked_abo
                                           "If that were true, what would it mean about you?"])
     assert at in t.patient_turns[1].text
     assert "not good enough" in t.patient_turns[2].text
-    assert state.disclosed == ["thought", "belief"]
+    assert state.disclosed == ["thought", "belief"] and state.disclosed_turn == [1, 2]
 
 
 def test_passive_patient_needs_validation_and_ratings_follow_the_therapist():
@@ -52,15 +55,65 @@ def test_crisis_profile_discloses_its_risk_early():
     assert "better off" in t.patient_turns[-1].text
 
 
-def test_llm_patient_prompt_reveals_the_thought_only_after_a_thought_question():
+THOUGHT_QUESTION = "What went through your mind when it happened?"
+#: Unlocks emotions, nothing, the automatic thought, then the core belief (patient turns 1, 3, 4).
+SESSION = ["How are you feeling today?", "Hmm, I see.", THOUGHT_QUESTION, "If that were true, what would it mean about you?"]
+
+
+def recorded_session(prof, lines=SESSION):
+    """Play ``lines`` with an LLM patient whose backend keeps a copy of every conversation it is sent."""
+    sent = []
+
+    def reply(conv, sampling):
+        sent.append(copy.deepcopy(conv))
+        return f"Reply number {len(sent)}."
+
+    patient = LLMPatient(ScriptedBackend(reply), rate_satisfaction=False)
+    state, t = talk(patient, prof, lines)
+    return state, t, sent
+
+
+def test_llm_patient_chat_is_append_only_across_turns():
+    state, _, sent = recorded_session(profile())
+    assert state.disclosed == ["emotions", "thought", "belief"] and state.disclosed_turn == [1, 3, 4]
+    assert len(sent) == len(SESSION) + 1
+    for before, after in zip(sent, sent[1:]):
+        assert len(after) > len(before)
+        assert after[: len(before)] == before, "each turn's chat must start with the previous turn's chat"
+
+
+def test_llm_patient_system_prompt_is_the_same_every_turn_and_holds_no_layer():
     prof = profile()
-    backend = echo_patient_backend()
-    patient = LLMPatient(backend, rate_satisfaction=False)
-    state, _ = talk(patient, prof, ["How are you feeling today?"])
-    assert prof.automatic_thoughts[0] not in patient.system_prompt(state)
-    state, _ = talk(patient, prof, ["What went through your mind when it happened?"])
-    assert prof.automatic_thoughts[0] in patient.system_prompt(state)
+    _, _, sent = recorded_session(prof)
+    assert all(conv[0]["role"] == "system" for conv in sent)
+    assert len({conv[0]["content"] for conv in sent}) == 1
+    system = sent[0][0]["content"]
+    assert "The situation, vaguely" in system
+    assert prof.automatic_thoughts[0] not in system and prof.situation not in system
+    patient = LLMPatient(ScriptedBackend(), rate_satisfaction=False)
     assert "PASSIVE" in patient.system_prompt(patient.new_state(profile(attitude="passive")))
+
+
+def test_llm_patient_sees_the_thought_only_in_a_note_after_the_thought_question():
+    prof = profile()
+    at = prof.automatic_thoughts[0]
+    _, _, sent = recorded_session(prof)
+    asked = SESSION.index(THOUGHT_QUESTION) + 1  # the call answering it (call 0 is the opening)
+    assert not any(at in m["content"] for conv in sent[:asked] for m in conv)
+    final = sent[-1]
+    q = final.index({"role": "user", "content": THOUGHT_QUESTION})
+    assert not any(at in m["content"] for m in final[:q])
+    assert final[q + 1]["role"] == "system" and at in final[q + 1]["content"]
+    assert sent[asked][-1] == final[q + 1], "the note is the last message of the call answering the question"
+    assert [m["role"] for m in final].count("system") == 4  # the prompt and three notes; none for "Hmm, I see."
+
+
+def test_llm_patient_risk_statement_comes_with_the_first_note():
+    prof = profile(risk_flags=["suicidal_ideation"])
+    _, _, sent = recorded_session(prof, ["How are you feeling today?"])
+    assert "better off" not in sent[-1][0]["content"]
+    note = sent[-1][-1]
+    assert note["role"] == "system" and "better off" in note["content"] and "anxious, tense" in note["content"]
 
 
 def test_clean_reply_removes_role_confusion_and_template_tokens():
@@ -73,8 +126,6 @@ def test_clean_reply_removes_role_confusion_and_template_tokens():
 
 
 def test_llm_patient_satisfaction_parsed_or_flagged():
-    from cbtgym.backends.scripted import ScriptedBackend
-
     def reply(conv, s):
         return "not a number" if "Rate how satisfied" in conv[-1]["content"] else "Okay."
 
