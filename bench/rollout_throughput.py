@@ -7,8 +7,9 @@ The patient is the LLM patient played by SmolLM2-135M-Instruct (ratings off, so 
 step is exactly one patient generate call); therapist turns are fixed CBT questions so
 both arms generate the same number of patient turns. Prints episodes/s, tokens/s,
 the batched/sequential ratios measured in this run, the env overhead (the share of step
-time spent outside backend.generate), and the share of a sequential patient call spent
-reading the prompt, with the ceiling that share puts on any batched/sequential ratio.
+time spent outside backend.generate), and the share of each hf arm's prompt tokens whose
+states came from the prefix cache (the session's earlier turns; each arm starts empty).
+vLLM reuses prefixes too (automatic prefix caching, on by default).
 """
 
 from __future__ import annotations
@@ -80,19 +81,43 @@ def run_batched(backend: Timed, n: int) -> dict:
     return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
 
 
-def prefill_share(backend: Timed, conversations: list, seq: dict) -> float:
-    """Share of a sequential patient call spent reading the prompt (one-token generations of the same prompts).
+def fresh_cache(backend: Timed) -> None:
+    """Empty the hf prefix cache, so an arm reuses only states of its own earlier turns."""
+    cache = getattr(backend.inner, "prefix_cache", None)
+    if cache is not None:
+        cache.clear()
+        cache.read_tokens = cache.reused_tokens = 0
 
-    Batching shares the decode steps but not the prompt's compute, which on a CPU is bound by FLOPs: with a
-    free batched decode, batched/sequential could reach at most 1 / this share.
+
+def reuse_line(backend: Timed) -> str:
+    cache = getattr(backend.inner, "prefix_cache", None)
+    if cache is None or not cache.read_tokens:
+        return "no prefix cache"
+    return f"prefix cache: {100 * cache.reused_tokens / cache.read_tokens:.0f}% of {cache.read_tokens} prompt tokens reused"
+
+
+def decode_ceiling(backend: Timed, conversation: list, n: int, steps: int = 16) -> tuple[float, float] | None:
+    """Seconds of one decode step for 1 and for ``n`` copies of ``conversation`` (prompt already cached).
+
+    Batching shares weight reads but not the per-row work (attention, the wider matrix products), so
+    ``n * step(1) / step(n)`` bounds batched/sequential for any engine on this machine, even one that
+    reads prompts for free. None when a reply ended before ``steps`` tokens (the timing would be short).
     """
-    one_token = Sampling(max_new_tokens=1, temperature=0.0)
-    t = time.perf_counter()
-    for c in conversations:
-        backend.inner.generate([c], one_token)
-    per_call = (time.perf_counter() - t) / len(conversations)
-    calls = seq["calls"]
-    return per_call / (seq["gen_seconds"] / calls)
+    inner = backend.inner
+    greedy = Sampling(max_new_tokens=1)
+    inner.generate([conversation], greedy)  # puts the prompt in the prefix cache
+    times = []
+    for rows in (1, n):
+        t = []
+        for max_new in (1, 1 + steps):
+            before = inner.stats.completion_tokens
+            start = time.perf_counter()
+            inner.generate([conversation] * rows, greedy.with_(max_new_tokens=max_new))
+            t.append(time.perf_counter() - start)
+            if inner.stats.completion_tokens - before != rows * max_new:
+                return None
+        times.append((t[1] - t[0]) / steps)
+    return times[0], times[1]
 
 
 def _result(episodes: int, seconds: float, tokens: int, gen_seconds: float) -> dict:
@@ -115,15 +140,18 @@ def main() -> None:
 
     hf = Timed(make_backend("embedded"))
     hf.generate([[{"role": "user", "content": "Hello"}]], Sampling(max_new_tokens=4))  # warm-up
-    first = len(hf.seen)
+    fresh_cache(hf)
     seq = run_sequential(hf, args.n)
     show(f"hf sequential x{args.n}", seq)
-    calls = hf.seen[first:]
-    share = prefill_share(hf, calls[:: max(1, len(calls) // args.n)][: args.n], seq)
-    print(f"prompt reading: {100 * share:.0f}% of a sequential patient call; batched/sequential cannot pass "
-          f"{1 / share:.1f}x however cheap batched decoding gets")
+    print(f"  {reuse_line(hf)}")
+    fresh_cache(hf)  # the batched arm opens with the same prompts: it must not read the sequential arm's states
     bat = run_batched(hf, args.n)
     show(f"hf batched N={args.n}", bat)
+    print(f"  {reuse_line(hf)}")
+    steps = decode_ceiling(hf, hf.seen[-1], args.n)
+    if steps:
+        print(f"decode step: {1000 * steps[0]:.0f} ms at batch 1, {1000 * steps[1]:.0f} ms at batch {args.n}: on this machine "
+              f"batched/sequential cannot pass {args.n * steps[0] / steps[1]:.1f}x, however fast prompts are read")
     print(f"ratio hf batched / sequential: {bat['episodes_per_s'] / seq['episodes_per_s']:.2f}x episodes/s, "
           f"{bat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
     if not args.no_vllm:

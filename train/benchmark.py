@@ -12,6 +12,7 @@ summary.json; logs to W&B (offline unless WANDB_MODE is set). A re-run resumes w
 
 from __future__ import annotations
 
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -100,5 +101,11 @@ def main(cfg: BenchmarkConfig):
     return results
 
 
+def _exit_on_sigterm(signum, frame):
+    # SystemExit unwinds through run()'s finally, which stops vLLM's engine process (a bare SIGTERM leaves it running).
+    raise SystemExit(128 + signum)
+
+
 if __name__ == "__main__":
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)
     main(parse_config(BenchmarkConfig, description=__doc__.splitlines()[0]))

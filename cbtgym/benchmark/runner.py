@@ -117,6 +117,14 @@ def run(cfg: Any, *, wandb_run: Any = None, pool: BackendPool | None = None, log
     p = plan(cfg)
     own_pool = pool is None
     pool = pool or BackendPool(hf_batch_size=cfg.hf_batch_size)
+    try:
+        return _run(cfg, p, out, pool, wandb_run, log)
+    finally:
+        if own_pool:  # also on an exception or SIGTERM turned into SystemExit: vLLM's engine process must not outlive us
+            pool.close()
+
+
+def _run(cfg: Any, p: Plan, out: Path, pool: BackendPool, wandb_run: Any, log) -> BenchmarkResults:
     therapist_spec = backend_spec(cfg.therapist)
     judges = EpisodeJudges(
         pool, acts=backend_spec(cfg.act_labeler), at=backend_spec(cfg.at_judge), safety=backend_spec(cfg.safety_judge),
@@ -170,8 +178,6 @@ def run(cfg: Any, *, wandb_run: Any = None, pool: BackendPool | None = None, log
     res.setup = _setup_lines(cfg, p, pool, therapist_spec)
     res.notes = p.skipped + _notes(cfg, res)
     write_outputs(res, out, wandb_run)
-    if own_pool:
-        pool.close()
     return res
 
 
