@@ -98,6 +98,7 @@ def main(cfg: DPOScriptConfig) -> dict:
     from trl import DPOConfig, DPOTrainer
 
     from cbtgym.backends import HFBackend, Sampling, make_backend
+    from cbtgym.backends.hf import DEFAULT_PREFIX_CACHE_GB
     from cbtgym.jsonl import read_jsonl
     from cbtgym.therapists import therapist_prompt
     from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
@@ -126,7 +127,8 @@ def main(cfg: DPOScriptConfig) -> dict:
         """The policy for rollouts: the in-process model (hf), or one vLLM engine that swaps in the adapter."""
         nonlocal vllm_policy
         if cfg.rollout_backend == "hf":
-            return HFBackend(m, tokenizer, batch_size=cfg.rollout_batch_size)
+            # Each backend serves one phase (eval, collection, eval) whose weights stay fixed: states can be reused.
+            return HFBackend(m, tokenizer, batch_size=cfg.rollout_batch_size, prefix_cache_gb=DEFAULT_PREFIX_CACHE_GB)
         if vllm_policy is None:
             vllm_policy = make_backend({"type": "vllm", "model": resolve_model_path(cfg.model), "enable_lora": True,
                                         "max_lora_rank": cfg.lora_r})

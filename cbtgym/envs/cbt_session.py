@@ -57,7 +57,8 @@ class CBTSessionEnv(gym.Env[str, str]):
     patient_backend: Backend for the LLM patient: a :class:`Backend` or a spec for
         :func:`cbtgym.backends.make_backend` (``"embedded"``, ``"vllm:..."``, ...).
     patient_sampling: Decoding for the LLM patient.
-    rate_satisfaction: LLM patient rates its satisfaction 0-100 each turn (Witte et al.).
+    rate_satisfaction: LLM patient rates its satisfaction 0-100 (Witte et al.): ``True``/``"turn"``
+        after each reply, ``"end"`` after the session's last, ``False`` never.
     attitude: Force ``"active"`` or ``"passive"`` for every profile.
     reward_fn: A :class:`~cbtgym.envs.reward.SessionReward`; ``"rubric"`` (default, the embedded
         proxy judge), ``"composite"`` / ``"composite:<file.yaml>"`` (weighted judges, see
@@ -77,7 +78,7 @@ class CBTSessionEnv(gym.Env[str, str]):
         patient: str | Any | None = None,
         patient_backend: Backend | str | dict | None = None,
         patient_sampling: Sampling | None = None,
-        rate_satisfaction: bool = True,
+        rate_satisfaction: bool | str = True,
         attitude: str | None = None,
         reward_fn: SessionReward | str = "rubric",
         max_rounds: int | None = 4,
@@ -161,6 +162,8 @@ class CBTSessionEnv(gym.Env[str, str]):
             raise TypeError(f"action must be the therapist's utterance as a str (got {type(action).__name__})")
         text = to_charset(action)[: self.max_action_chars].strip()
         self._transcript.add("therapist", text)
+        rounds = len(self._transcript.therapist_turns) - 1  # the opening is not a round
+        self._state.last_round = self.max_rounds is not None and rounds >= self.max_rounds
         if read_cues(text).ends_session:
             self._transcript.ended_by = "therapist"
             return False
@@ -228,7 +231,7 @@ def _resolve_profiles(profiles: str | Sequence[PatientProfile]) -> list[PatientP
     return profiles
 
 
-def make_patient(patient, backend, sampling: Sampling | None = None, rate_satisfaction: bool = True):
+def make_patient(patient, backend, sampling: Sampling | None = None, rate_satisfaction: bool | str = True):
     """Build a patient from a name ('rule' | 'llm') or return the given patient object."""
     if patient is None:
         patient = "llm" if backend is not None else "rule"

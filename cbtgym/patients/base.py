@@ -30,6 +30,8 @@ class PatientState:
     pressure: int = 0
     satisfaction: int = SATISFACTION_START
     left: bool = False
+    #: Set by the env before a reply: this reply is the session's last (its round budget is reached).
+    last_round: bool = False
 
     def disclose(self, layer: str, turn: int) -> None:
         """Record that ``layer`` unlocked just before patient reply number ``turn`` (0-based)."""

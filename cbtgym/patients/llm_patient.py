@@ -14,6 +14,7 @@ from .rule_patient import risk_statements
 
 _PROMPTS = Path(__file__).with_name("prompts")
 _INT = re.compile(r"\b(100|[1-9]?\d)\b")
+RATING_MODES = (True, False, "turn", "end")
 
 
 def _template(name: str) -> str:
@@ -102,8 +103,9 @@ class LLMPatient:
     Args:
         backend: Any :class:`~cbtgym.backends.base.Backend`.
         sampling: Decoding for replies (default: temperature 0.7, 96 tokens, seeded).
-        rate_satisfaction: Also ask the patient for a 0-100 rating after each turn
-            (Witte et al.); one extra batched call per step.
+        rate_satisfaction: Also ask the patient for a 0-100 rating (Witte et al.; one extra
+            batched call): ``True`` or ``"turn"`` after each reply, ``"end"`` only after the
+            session's last one (the round budget reached, or the patient leaving), ``False`` never.
     """
 
     name = "llm"
@@ -111,7 +113,10 @@ class LLMPatient:
     def __init__(self, backend: Backend, sampling: Sampling | None = None, rate_satisfaction: bool = True) -> None:
         self.backend = backend
         self.sampling = sampling or Sampling(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0)
-        self.rate_satisfaction = rate_satisfaction
+        if rate_satisfaction not in RATING_MODES:
+            raise ValueError(f"LLMPatient(rate_satisfaction={rate_satisfaction!r}): use True or 'turn' (each reply), "
+                             "'end' (the session's last reply) or False")
+        self.rate_satisfaction = "turn" if rate_satisfaction is True else rate_satisfaction
         self._templates = {a: _template(f"llm_patient_{a}.txt") for a in ("active", "passive")}
         self._note = _template("llm_patient_note.txt")
         self._rating = _template("llm_patient_rating.txt")
@@ -157,8 +162,10 @@ class LLMPatient:
             left = bool(meta.get("leave"))
             state.left = state.left or left
             replies.append(PatientReply(cleaned, left=left, meta=meta))
-        if self.rate_satisfaction:
-            self._rate(states, transcripts, replies)
+        rated = [i for i, (s, r) in enumerate(zip(states, replies))
+                 if self.rate_satisfaction == "turn" or (self.rate_satisfaction == "end" and (s.last_round or r.left))]
+        if rated:
+            self._rate([states[i] for i in rated], [transcripts[i] for i in rated], [replies[i] for i in rated])
         return replies
 
     def _rate(self, states, transcripts, replies) -> None:

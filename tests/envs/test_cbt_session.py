@@ -98,6 +98,21 @@ def test_vector_env_with_ratings_makes_two_calls_per_step_and_records_satisfacti
         assert all(isinstance(turn.satisfaction, int) for turn in t.patient_turns)
 
 
+def test_ratings_at_the_end_come_once_after_the_last_round():
+    backend = echo_patient_backend()
+    venv = CBTSessionVectorEnv(3, profiles=profiles(), patient_backend=backend, reward_fn="placeholder",
+                               rate_satisfaction="end", max_rounds=2)
+    venv.reset(seed=0)
+    venv.step(ACTIONS[:3])
+    assert backend.stats.calls == 2  # opening and round 1: replies only
+    venv.step(ACTIONS[:3])
+    assert backend.stats.calls == 4 and venv.done.all()  # round 2 is the last: replies, then one batched rating
+    for t in venv.transcripts:
+        assert [turn.satisfaction is not None for turn in t.patient_turns] == [False, False, True]
+    with pytest.raises(ValueError, match="rate_satisfaction"):
+        CBTSessionEnv(profiles=profiles(), patient_backend=backend, rate_satisfaction="sometimes")
+
+
 def test_therapist_closing_terminates_and_budgets_truncate():
     env = CBTSessionEnv(profiles=profiles(), reward_fn="placeholder", max_rounds=None, max_words=80)
     env.reset(seed=0)
