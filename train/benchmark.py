@@ -50,18 +50,19 @@ class BenchmarkConfig:
     attitudes: str = field(default="both", metadata={"help": "'both' (active and passive), 'active' or 'passive'"})
     seeds: list = field(default_factory=lambda: [0], metadata={"help": "seeds per profile x attitude"})
     rounds: int = field(default=4, metadata={"help": "therapist turns per session (LLM4CBT: 4)"})
-    patient: Any = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
-    patient_max_new_tokens: int = field(default=64, metadata={"help": "tokens per LLM-patient turn"})
+    patient: Any = field(default="embedded", metadata={"help": "backend spec of the LLM patient ('embedded': SmolLM2, sharing the therapists' model), or 'rule' (the rule-based patient)"})
+    patient_max_new_tokens: int = field(default=32, metadata={"help": "tokens per LLM-patient turn"})
     patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature"})
+    patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction 0-100: 'end' (after the session's last reply; the report uses the last rating) or 'turn' (after each reply)"})
     max_new_tokens: int = field(default=40, metadata={"help": "tokens per therapist turn"})
     temperature: float = field(default=0.0, metadata={"help": "therapist temperature (0: greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "therapist top_p when sampling"})
     batch_size: int = field(default=64, metadata={"help": "sessions stepped together across variants sharing a model (one backend call per step)"})
-    hf_batch_size: int = field(default=16, metadata={"help": "conversations per forward pass of an hf model (length-sorted chunks of one call)"})
-    course_sessions: int = field(default=3, metadata={"help": "sessions per patient in the course protocol"})
+    hf_batch_size: int = field(default=64, metadata={"help": "conversations decoded together by an hf model (length-sorted chunks of one call)"})
+    course_sessions: int = field(default=2, metadata={"help": "sessions per patient in the course protocol"})
     course_patients: int = field(default=1, metadata={"help": "profiles in the course protocol (x attitudes = patients; 0: all)"})
     course_seed: int = field(default=0, metadata={"help": "seed of the course sessions"})
-    summary_max_new_tokens: int = field(default=60, metadata={"help": "tokens of the therapist's session summary"})
+    summary_max_new_tokens: int = field(default=48, metadata={"help": "tokens of the therapist's session summary"})
     crisis_types: list = field(default_factory=lambda: ["suicidal_ideation", "psychosis", "mania", "means_request"],
                                metadata={"help": "crisis types of the probes (Moore et al.)"})
     crisis_per_type: int = field(default=2, metadata={"help": "probes per crisis type"})
@@ -83,6 +84,8 @@ class BenchmarkConfig:
         for name in ("rounds", "course_sessions", "batch_size", "max_new_tokens"):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
+        if self.patient_ratings not in ("end", "turn"):
+            raise ValueError(f"patient_ratings must be 'end' or 'turn' (got {self.patient_ratings!r})")
         if self.ctrs_variant not in ("standard", "tahir"):
             raise ValueError(f"ctrs_variant must be 'standard' or 'tahir' (got {self.ctrs_variant!r})")
 

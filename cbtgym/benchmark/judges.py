@@ -146,6 +146,7 @@ class EpisodeJudges:
                 # the LLM judge's verdict when there is one; else whether the patient said the thought
                 "at_recovered": a.scores.get("match") if isinstance(self.at, LLMATJudge) else a.scores.get("disclosed"),
                 "at_round": a.meta.get("first_disclosure_round"),
+                "at_reached": at_reached(t),
                 "question_share": cats["question"] / n if mine else None,
                 "solution_share": cats["solution"] / n if mine else None,
                 **{f"act_{cat}": cats[cat] / n if mine else None for cat in CATEGORIES},
@@ -164,3 +165,12 @@ class EpisodeJudges:
                 m.update({f"ctrs_{key}": v for key, v in c.scores.items()})
             out.append(m)
         return out
+
+
+def at_reached(transcript: Transcript) -> float:
+    """1.0 when the therapist's questions reached the automatic-thought layer (the patients record each layer they open).
+
+    What the therapist achieved, apart from how well the patient model then words the thought: the rule
+    patient says it; an LLM patient gets it in its prompt, and a small one may still not say it.
+    """
+    return float(any(t.meta.get("disclosed") == "thought" for t in transcript.turns if t.speaker == "patient"))

@@ -1,8 +1,8 @@
 """The four protocols of the benchmark, each resumable (one JSONL file per protocol and variant).
 
 * :func:`run_sessions`: simulated sessions (LLM4CBT): every variant meets the same profiles,
-  attitudes and seeds; the sessions of all variants on one model are stepped together (one
-  therapist, one patient and one reward call per step for the whole batch, :func:`play`) and
+  attitudes and seeds; the sessions of all variants are stepped together (per step one
+  therapist call per model, one patient and one reward call for the whole batch, :func:`play`) and
   scored by :class:`~cbtgym.benchmark.judges.EpisodeJudges`.
 * :func:`run_courses`: multi-session courses (Tahir): N sessions per patient; after each session
   the therapist writes a summary (``prompts/course_summary.txt``), which the next session's system
@@ -29,7 +29,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..backends.base import Backend, Sampling
 from ..envs.cbt_session import OPENING
@@ -64,12 +64,20 @@ class TherapistMeter:
             self.tokens[v] = self.tokens.get(v, 0) + n
 
 
-def generate_for(backend: Backend, entries: Sequence[tuple[str, list[dict[str, str]]]], sampling: Sampling,
+def generate_for(therapists: Mapping[str, Backend], entries: Sequence[tuple[str, list[dict[str, str]]]], sampling: Sampling,
                  meter: TherapistMeter | None) -> list[str]:
-    """One backend call for ``(variant name, conversation)`` entries of any variants; replies stripped."""
-    texts = backend.generate([c for _, c in entries], sampling) if entries else []
-    if meter is not None:
-        meter.add(backend, [v for v, _ in entries], texts)
+    """Replies (stripped) for ``(variant name, conversation)`` entries: one call per model, whatever the variants."""
+    by_model: dict[int, list[int]] = {}
+    for i, (name, _) in enumerate(entries):
+        by_model.setdefault(id(therapists[name]), []).append(i)
+    texts = [""] * len(entries)
+    for rows in by_model.values():
+        backend = therapists[entries[rows[0]][0]]
+        out = backend.generate([entries[i][1] for i in rows], sampling)
+        if meter is not None:
+            meter.add(backend, [entries[i][0] for i in rows], out)
+        for i, t in zip(rows, out):
+            texts[i] = t
     return [t.strip() or "..." for t in texts]
 
 
@@ -83,12 +91,14 @@ def episode_items(ep: Episode) -> dict[str, float | None]:
     return out
 
 
-def play(backend: Backend, entries: Sequence[tuple[str, str, EpisodeSpec]], sampling: Sampling, env_kwargs: dict[str, Any],
-         meter: TherapistMeter | None = None, on_step: Callable[[int], None] | None = None) -> list[Episode]:
-    """Sessions of several variants stepped together: ONE therapist call per step for all of them.
+def play(therapists: Mapping[str, Backend], entries: Sequence[tuple[str, str, EpisodeSpec]], sampling: Sampling,
+         env_kwargs: dict[str, Any], meter: TherapistMeter | None = None,
+         on_step: Callable[[int], None] | None = None) -> list[Episode]:
+    """Sessions of several variants stepped together: per step one therapist call per model and one patient call.
 
-    Each entry is ``(variant name, system prompt, spec)``. Like :func:`cbtgym.rollout.run_episodes`,
-    but the system prompt is per session, so variants sharing a model share its calls.
+    Each entry is ``(variant name, system prompt, spec)``; ``therapists`` maps variant names to backends.
+    Like :func:`cbtgym.rollout.run_episodes`, but the system prompt is per session, so variants sharing a
+    model share its calls, and all sessions share the patient's.
     """
     venv = CBTSessionVectorEnv(len(entries), **env_kwargs)
     venv.reset(seed=[s.seed for _, _, s in entries], options={"per_env": [s.options() for _, _, s in entries]})
@@ -96,7 +106,7 @@ def play(backend: Backend, entries: Sequence[tuple[str, str, EpisodeSpec]], samp
     comps: list[list[dict[str, Any]]] = [[] for _ in entries]
     while not venv.done.all():
         idx = [j for j in range(len(entries)) if not venv.done[j]]
-        said = generate_for(backend, [(entries[j][0], venv.transcripts[j].as_chat("therapist", entries[j][1])) for j in idx],
+        said = generate_for(therapists, [(entries[j][0], venv.transcripts[j].as_chat("therapist", entries[j][1])) for j in idx],
                             sampling, meter)
         actions = [""] * len(entries)
         for j, a in zip(idx, said):
@@ -154,10 +164,10 @@ class _Files:
         self.close()
 
 
-def run_sessions(variants: Sequence[Variant], backend: Backend, specs: Sequence[EpisodeSpec], out_dir: str | Path,
+def run_sessions(variants: Sequence[Variant], therapists: Mapping[str, Backend], specs: Sequence[EpisodeSpec], out_dir: str | Path,
                  judges: EpisodeJudges, sampling: Sampling, *, batch_size: int = 64, meter: TherapistMeter | None = None,
                  **env_kwargs: Any) -> list[dict[str, Any]]:
-    """Simulated sessions of every variant on ``specs`` (variants on one ``backend`` share its calls).
+    """Simulated sessions of every variant on ``specs`` (``therapists``: variant name -> backend; a model's variants share its calls).
 
     ``out_dir/<variant>.jsonl`` keeps each variant's episodes; those already there are not re-run.
     ``env_kwargs`` go to :class:`~cbtgym.envs.vector.CBTSessionVectorEnv` and must hold ``profiles``
@@ -167,7 +177,7 @@ def run_sessions(variants: Sequence[Variant], backend: Backend, specs: Sequence[
     with _Files(out_dir, variants) as files:
         todo = [(v.name, v.system_prompt(), s) for v in variants for s in specs if s.key not in files.done[v.name]]
         for chunk in _chunks(todo, batch_size):
-            episodes = play(backend, chunk, sampling, env_kwargs, meter)
+            episodes = play(therapists, chunk, sampling, env_kwargs, meter)
             metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
             for (name, _, _), ep, m in zip(chunk, episodes, metrics):
                 files.write(name, _record(by_name[name], "session", ep.spec.key, ep, m, session=1))
@@ -185,7 +195,7 @@ def summary_conversation(transcript: Transcript) -> list[dict[str, str]]:
     return [{"role": "user", "content": protocol_prompt("course_summary.txt").substitute(transcript=fence(transcript.render(), notice=False))}]
 
 
-def run_courses(variants: Sequence[Variant], backend: Backend, specs: Sequence[EpisodeSpec], sessions: int, out_dir: str | Path,
+def run_courses(variants: Sequence[Variant], therapists: Mapping[str, Backend], specs: Sequence[EpisodeSpec], sessions: int, out_dir: str | Path,
                 judges: EpisodeJudges, sampling: Sampling, summary_sampling: Sampling, *, batch_size: int = 64,
                 meter: TherapistMeter | None = None, **env_kwargs: Any) -> list[dict[str, Any]]:
     """``sessions`` consecutive sessions per spec (a patient) and variant, each opened by the previous one's summary.
@@ -206,9 +216,9 @@ def run_courses(variants: Sequence[Variant], backend: Backend, specs: Sequence[E
                         todo.append((v.name, v.system_prompt(n, sessions, summary), s, summary))
             kwargs = dict(env_kwargs, opening=protocol_prompt("course_opening.txt").template) if n > 1 else env_kwargs
             for chunk in _chunks(todo, batch_size):
-                episodes = play(backend, [(name, system, s) for name, system, s, _ in chunk], sampling, kwargs, meter)
+                episodes = play(therapists, [(name, system, s) for name, system, s, _ in chunk], sampling, kwargs, meter)
                 metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
-                written = generate_for(backend, [(name, summary_conversation(ep.transcript)) for (name, *_), ep in zip(chunk, episodes)],
+                written = generate_for(therapists, [(name, summary_conversation(ep.transcript)) for (name, *_), ep in zip(chunk, episodes)],
                                        summary_sampling, meter)
                 for (name, _, _, previous), ep, m, summary in zip(chunk, episodes, metrics, written):
                     files.write(name, _record(by_name[name], "course", course_key(ep.spec, n), ep, m, session=n,
@@ -239,16 +249,16 @@ def load_crisis_probes(types: Sequence[str] = MOORE_TYPES, per_type: int = 4, pa
     return [p for t in types for p in chosen[t]]
 
 
-def run_crisis_probes(variants: Sequence[Variant], backend: Backend, probes: Sequence[dict[str, Any]], out_dir: str | Path,
+def run_crisis_probes(variants: Sequence[Variant], therapists: Mapping[str, Backend], probes: Sequence[dict[str, Any]], out_dir: str | Path,
                       judges: EpisodeJudges, sampling: Sampling, meter: TherapistMeter | None = None) -> list[dict[str, Any]]:
-    """One reply per probe and variant (after the session opening; one backend call), checked against the gold crisis types."""
+    """One reply per probe and variant (after the session opening; one call per model), checked against the gold crisis types."""
     from rewards.safety.findings import CrisisFinding
 
     with _Files(out_dir, variants) as files:
         todo = [(v, p) for v in variants for p in probes if p["id"] not in files.done[v.name]]
         convs = [(v.name, [{"role": "system", "content": v.system_prompt()}, {"role": "assistant", "content": OPENING},
                            {"role": "user", "content": p["patient"]}]) for v, p in todo]
-        replies = generate_for(backend, convs, sampling, meter)
+        replies = generate_for(therapists, convs, sampling, meter)
         checks = judges.check_replies([p["patient"] for _, p in todo], replies,
                                       [CrisisFinding.from_types(p["types"]) for _, p in todo]) if todo else []
         for (v, p), reply, ch in zip(todo, replies, checks):
@@ -292,13 +302,13 @@ def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
     return pairs
 
 
-def run_act_match(variants: Sequence[Variant], backend: Backend, pairs: Sequence[dict[str, str]], out_dir: str | Path,
+def run_act_match(variants: Sequence[Variant], therapists: Mapping[str, Backend], pairs: Sequence[dict[str, str]], out_dir: str | Path,
                   judges: EpisodeJudges, sampling: Sampling, meter: TherapistMeter | None = None) -> list[dict[str, Any]]:
-    """Each pair's patient utterance answered by every variant (one backend call); labels compared with the human reply's."""
+    """Each pair's patient utterance answered by every variant (one call per model); labels compared with the human reply's."""
     with _Files(out_dir, variants) as files:
         todo = [(v, p) for v in variants for p in pairs if p["id"] not in files.done[v.name]]
         convs = [(v.name, [{"role": "system", "content": v.system_prompt()}, {"role": "user", "content": p["patient"]}]) for v, p in todo]
-        replies = generate_for(backend, convs, sampling, meter)
+        replies = generate_for(therapists, convs, sampling, meter)
         contexts = [p["patient"] for _, p in todo]
         labels = judges.label(replies + [p["therapist"] for _, p in todo], contexts + contexts) if todo else []
         model, human = labels[:len(todo)], labels[len(todo):]

@@ -28,6 +28,7 @@ SESSION_METRICS: dict[str, tuple[str, Getter, str]] = {
     "reward": ("embedded reward", lambda r: r["reward"], "sum of the embedded rubric's step rewards (a proxy, not the CTRS)"),
     "at_similarity": ("AT similarity", _metric("at_similarity"), "best cosine between a patient turn and the ground-truth automatic thought"),
     "at_recovered": ("AT recovered", _metric("at_recovered"), "share of sessions whose automatic thought came out (embedding threshold, or the LLM verdict)"),
+    "at_reached": ("AT reached", _metric("at_reached"), "share of sessions whose therapist questions reached the automatic-thought layer (it entered the patient's prompt)"),
     "question_share": ("questions", _metric("question_share"), "share of therapist turns labelled as questions"),
     "solution_share": ("solutions", _metric("solution_share"), "share of therapist turns labelled as solutions"),
     "satisfaction_final": ("satisfaction", _metric("satisfaction_final"), "the patient's last 0-100 rating (start 30)"),
@@ -44,8 +45,9 @@ class BenchmarkResults:
         variants: Names of the variants that ran, in config order.
         sessions / courses / crisis / act_match: The records of each protocol (all variants).
         costs: ``costs[variant]``: the therapist calls it took part in and the tokens it generated.
-        group_costs: ``group_costs["a+b"]``: per group of variants sharing a model (their calls are
-            shared): therapist, patient and judge calls and tokens, wall time.
+        group_costs: ``group_costs["a+b"]``: therapist calls and tokens per group of variants sharing a
+            model (their calls are shared), and one row for what all variants share (patient and judge
+            calls and tokens, wall time).
         setup: Lines describing the run (models, patient, judges, profiles, seeds).
         notes: Things the reader must know (skipped variants, proxies standing in).
         bases: ``{variant: base}`` for paired contrasts.
@@ -204,7 +206,8 @@ def write_report(res: BenchmarkResults, an: Analysis, out_dir: Path, plots: Sequ
     parts += ["## Cost", "", "Per variant (therapist tokens counted with the model's tokenizer, summaries included):", ""]
     keys = sorted({k for c in res.costs.values() for k in c})
     parts += [_md_table(["variant", *keys], [[v] + [str(res.costs.get(v, {}).get(k, "")) for k in keys] for v in order]), ""]
-    parts += ["Per group of variants sharing one model (one backend call per step serves the whole group):", ""]
+    parts += ["Per model (one therapist call per step serves all its variants) and shared by all variants (every session "
+              "steps in the same batches: one patient call per step):", ""]
     keys = sorted({k for c in res.group_costs.values() for k in c})
     parts += [_md_table(["variants", *keys], [[g] + [str(c.get(k, "")) for k in keys] for g, c in res.group_costs.items()]), ""]
     parts += ["Counts add up over resumed runs. Judge calls are batched calls: `judge_embedded_calls` counts calls of the "

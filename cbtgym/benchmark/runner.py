@@ -26,6 +26,8 @@ from .report import BenchmarkResults, analyse, log_wandb, write_csv, write_plots
 from .variants import BackendPool, MeteredBackend, Variant, parse_variants
 
 PROTOCOLS = ("sessions", "courses", "crisis", "act_match")
+#: The costs row of what all variants share: the patient, the judges and the wall time.
+SHARED = "all variants (patient, judges)"
 ATTITUDES = {"both": ("active", "passive"), "active": ("active",), "passive": ("passive",)}
 
 
@@ -139,39 +141,44 @@ def _run(cfg: Any, p: Plan, out: Path, pool: BackendPool, wandb_run: Any, log) -
     res = BenchmarkResults(variants=[v.name for v in p.variants], ctrs=judges.ctrs is not None, reference=cfg.reference,
                            bases={v.name: v.base for v in p.variants if v.base})
     records: dict[str, list[dict[str, Any]]] = {k: [] for k in PROTOCOLS}
-    for group in model_groups(p.variants, therapist_spec):
-        t0, name = time.time(), "+".join(v.name for v in group)
-        therapist = MeteredBackend(pool.therapist(group[0], therapist_spec))
-        meter = protocols.TherapistMeter()
-        judge_before, patient_before = judges.usage(), _calls(patient_backend)
-        def done(protocol: str) -> None:
-            log(f"[benchmark] {name}: {protocol} done ({time.time() - t0:.0f} s)")
+    # Every variant runs in the same batches: one therapist call per model per step, one patient call for all sessions.
+    groups = model_groups(p.variants, therapist_spec)
+    engines = [MeteredBackend(pool.therapist(g[0], therapist_spec)) for g in groups]
+    therapists = {v.name: e for g, e in zip(groups, engines) for v in g}
+    meter = protocols.TherapistMeter()
+    t0, judge_before, patient_before = time.time(), judges.usage(), _calls(patient_backend)
 
-        if "sessions" in p.protocols:
-            records["sessions"] += protocols.run_sessions(group, therapist, p.session_specs, out / "sessions", judges, sampling,
-                                                          batch_size=cfg.batch_size, meter=meter, **env_kwargs)
-            done("sessions")
-        if "courses" in p.protocols and p.course_specs:
-            records["courses"] += protocols.run_courses(group, therapist, p.course_specs, cfg.course_sessions, out / "courses",
-                                                        judges, sampling, summary_sampling, batch_size=cfg.batch_size, meter=meter,
-                                                        **env_kwargs)
-            done("courses")
-        if "crisis" in p.protocols and p.probes:
-            records["crisis"] += protocols.run_crisis_probes(group, therapist, p.probes, out / "crisis", judges, sampling, meter)
-            done("crisis probes")
-        if "act_match" in p.protocols and p.act_pairs:
-            records["act_match"] += protocols.run_act_match(group, therapist, p.act_pairs, out / "act_match", judges, sampling, meter)
-            done("act match")
-        judge_after, patient_after = judges.usage(), _calls(patient_backend)
-        for v in group:
-            res.costs[v.name] = _add_costs(out / "costs" / f"{v.name}.json", {
-                "therapist_calls": meter.calls.get(v.name, 0), "therapist_tokens": meter.tokens.get(v.name, 0)})
-        s = therapist.stats
+    def done(protocol: str) -> None:
+        log(f"[benchmark] {protocol} done, all variants ({time.time() - t0:.0f} s)")
+
+    if "sessions" in p.protocols:
+        records["sessions"] = protocols.run_sessions(p.variants, therapists, p.session_specs, out / "sessions", judges, sampling,
+                                                     batch_size=cfg.batch_size, meter=meter, **env_kwargs)
+        done("sessions")
+    if "courses" in p.protocols and p.course_specs:
+        records["courses"] = protocols.run_courses(p.variants, therapists, p.course_specs, cfg.course_sessions, out / "courses",
+                                                   judges, sampling, summary_sampling, batch_size=cfg.batch_size, meter=meter,
+                                                   **env_kwargs)
+        done("courses")
+    if "crisis" in p.protocols and p.probes:
+        records["crisis"] = protocols.run_crisis_probes(p.variants, therapists, p.probes, out / "crisis", judges, sampling, meter)
+        done("crisis probes")
+    if "act_match" in p.protocols and p.act_pairs:
+        records["act_match"] = protocols.run_act_match(p.variants, therapists, p.act_pairs, out / "act_match", judges, sampling, meter)
+        done("act match")
+    judge_after, patient_after = judges.usage(), _calls(patient_backend)
+    for v in p.variants:
+        res.costs[v.name] = _add_costs(out / "costs" / f"{v.name}.json", {
+            "therapist_calls": meter.calls.get(v.name, 0), "therapist_tokens": meter.tokens.get(v.name, 0)})
+    for g, e in zip(groups, engines):
+        name = "+".join(v.name for v in g)
         res.group_costs[name] = _add_costs(out / "costs" / f"group-{name}.json", {
-            "therapist_calls": s.calls, "therapist_tokens": s.completion_tokens,
-            "patient_calls": patient_after[0] - patient_before[0], "patient_tokens": patient_after[1] - patient_before[1],
-            **{k: judge_after[k] - judge_before[k] for k in judge_after}, "wall_s": time.time() - t0})
-        log(f"[benchmark] {name}: {time.time() - t0:.0f} s, {s.calls} therapist calls, {s.completion_tokens} tokens")
+            "therapist_calls": e.stats.calls, "therapist_tokens": e.stats.completion_tokens})
+    res.group_costs[SHARED] = _add_costs(out / "costs" / "shared.json", {
+        "patient_calls": patient_after[0] - patient_before[0], "patient_tokens": patient_after[1] - patient_before[1],
+        **{k: judge_after[k] - judge_before[k] for k in judge_after}, "wall_s": time.time() - t0})
+    log(f"[benchmark] {time.time() - t0:.0f} s; therapist calls per model: "
+        + ", ".join(f"{'+'.join(v.name for v in g)} {e.stats.calls}" for g, e in zip(groups, engines)))
     order = {v: i for i, v in enumerate(res.variants)}
     res.sessions, res.courses, res.crisis, res.act_match = (
         sorted(records[k], key=lambda r: order[r["variant"]]) for k in ("sessions", "courses", "crisis", "act_match"))
@@ -214,7 +221,7 @@ def _patient(cfg: Any, pool: BackendPool):
         return RulePatient(), None
     backend = MeteredBackend(pool.get(spec))
     sampling = Sampling(max_new_tokens=cfg.patient_max_new_tokens, temperature=cfg.patient_temperature, top_p=0.95, seed=cfg.seed)
-    return LLMPatient(backend, sampling=sampling), backend
+    return LLMPatient(backend, sampling=sampling, rate_satisfaction=cfg.patient_ratings), backend
 
 
 def _rubric(judges: EpisodeJudges):
@@ -260,4 +267,9 @@ def _notes(cfg: Any, res: BenchmarkResults) -> list[str]:
                      "outcome is the embedded reward, a deterministic proxy, not the CTRS.")
     if cfg.patient == "rule":
         notes.append("Patient: the rule-based simulated patient (deterministic); satisfaction follows its transparent rating rule.")
+    else:
+        notes.append(f"Patient: an LLM (`{cfg.patient}`, temperature {cfg.patient_temperature}, {cfg.patient_max_new_tokens} tokens a "
+                     "turn) prompted from the profile; the profile's deeper layers reach its prompt only when the therapist's "
+                     f"questions do, and satisfaction is its own 0-100 rating ({'at the end of' if cfg.patient_ratings == 'end' else 'after each turn of'} "
+                     "the session; Witte et al.).")
     return notes

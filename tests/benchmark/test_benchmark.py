@@ -50,7 +50,7 @@ def tiny(script, out: Path, **changes):
         output_dir=str(out), variants=[{"name": "naive", "prompt": "naive"}, {"name": "course", "prompt": "course"}],
         profile_limit=2, attitudes="active", rounds=2, max_new_tokens=6, course_sessions=2, course_patients=1,
         summary_max_new_tokens=8, crisis_types=["suicidal_ideation", "means_request"], crisis_per_type=1, act_match_limit=3,
-        wandb=False)
+        patient="rule", wandb=False)
     base.update(changes)
     return script.BenchmarkConfig(**base)
 
@@ -86,7 +86,8 @@ def test_tiny_run_writes_every_output_and_resumes_without_duplicates(script, poo
     costs = json.loads((tmp_path / "costs" / "naive.json").read_text())
     assert costs["therapist_calls"] >= 2 + 2 * 2 + 2 and costs["therapist_tokens"] > 0
     group = json.loads((tmp_path / "costs" / "group-naive+course.json").read_text())
-    assert group["judge_embedded_calls"] > 0
+    shared = json.loads((tmp_path / "costs" / "shared.json").read_text())
+    assert shared["judge_embedded_calls"] > 0 and shared["wall_s"] > 0
     # variants on one model share its calls: sessions (2 steps), courses (2 x (2 steps + summary)), probes, act match
     assert group["therapist_calls"] == 2 + 2 * 3 + 1 + 1 == costs["therapist_calls"]
 
@@ -115,6 +116,23 @@ def test_tiny_run_writes_every_output_and_resumes_without_duplicates(script, poo
         assert len(list(csv.DictReader(fh))) == episodes
 
 
+def test_variants_on_different_models_share_every_patient_call(script, tmp_path):
+    from cbtgym.benchmark.runner import SHARED, run
+
+    models = [{"type": "scripted", "replies": ["What went through your mind?"], "name": "asks"},
+              {"type": "scripted", "replies": ["You should relax more."], "name": "advises"}]
+    cfg = tiny(script, tmp_path, variants=[{"name": f"v{i}", "prompt": "naive", "therapist": m} for i, m in enumerate(models)],
+               reference="v0", protocols=["sessions"], rounds=3, patient={"type": "scripted", "replies": ["I feel tense.", "42"]},
+               safety_judge="rules")
+    res = run(cfg, log=lambda *_: None)
+    assert [r["variant"] for r in res.sessions] == ["v0", "v0", "v1", "v1"]
+    assert res.group_costs["v0"]["therapist_calls"] == res.group_costs["v1"]["therapist_calls"] == 3
+    # opening + 3 rounds, a reply and a rating each, for all 4 sessions of both models together (not per model)
+    assert res.group_costs[SHARED]["patient_calls"] == 2 * (1 + 3)
+    said = {r["variant"]: r["transcript"]["turns"][2]["text"] for r in res.sessions}
+    assert said == {"v0": "What went through your mind?", "v1": "You should relax more."}
+
+
 @pytest.mark.slow
 def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir, tmp_path):
     """The 8B config, its backends pointed at SmolLM2: LLM patient and LLM judges (CTRS included) run.
@@ -122,7 +140,7 @@ def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir
     Courses and act match are left to the test above: with LLM judges each protocol batch costs
     several long-prompt calls on the CPU.
     """
-    from cbtgym.benchmark.runner import run
+    from cbtgym.benchmark.runner import SHARED, run
 
     cfg = load_config(script.BenchmarkConfig, ROOT / "configs" / "benchmark" / "llama31_8b_vllm.yaml")
     assert cfg.therapist["type"] == "vllm" and cfg.ctrs_judge.startswith("openai:")
@@ -140,7 +158,8 @@ def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir
     assert "dpo" in names and res.variants == ["llm4cbt"], "the absent 8B adapter is skipped, not fatal"
     assert any("`dpo` skipped" in n and "python train/dpo.py" in n for n in res.notes)
     assert res.ctrs and all("ctrs" in r["metrics"] for r in res.sessions)
-    costs = res.group_costs["llm4cbt"]
+    assert res.group_costs["llm4cbt"]["therapist_calls"] > 0
+    costs = res.group_costs[SHARED]
     assert costs["judge_llm_calls"] > 0 and costs["patient_calls"] > 0
     report = (tmp_path / "report.md").read_text()
     assert "| variant | embedded reward" in report and "CTRS" in report
