@@ -127,8 +127,8 @@ def test_variants_on_different_models_share_every_patient_call(script, tmp_path)
     res = run(cfg, log=lambda *_: None)
     assert [r["variant"] for r in res.sessions] == ["v0", "v0", "v1", "v1"]
     assert res.group_costs["v0"]["therapist_calls"] == res.group_costs["v1"]["therapist_calls"] == 3
-    # opening + 3 rounds, a reply and a rating each, for all 4 sessions of both models together (not per model)
-    assert res.group_costs[SHARED]["patient_calls"] == 2 * (1 + 3)
+    # opening + 3 rounds of replies for all 4 sessions of both models together (not per model)
+    assert res.group_costs[SHARED]["patient_calls"] == 1 + 3 + 1  # ratings: one batched call after the last round
     said = {r["variant"]: r["transcript"]["turns"][2]["text"] for r in res.sessions}
     assert said == {"v0": "What went through your mind?", "v1": "You should relax more."}
 
