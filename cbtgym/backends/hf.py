@@ -189,8 +189,7 @@ class HFBackend(Backend):
         eos_ids = self._eos_ids()
         pad_id = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else eos_ids[0]
         config = self._generation_config(sampling, eos_ids, pad_id)
-        # Identical prompts (k candidates for one state) are prefilled once; chunks of similar
-        # length waste little compute on padding. Prefill dominates generation cost on CPU.
+        # Identical prompts (k candidates for one state) are read once; chunks hold prompts of similar length.
         unique = sorted(dict.fromkeys(prompts), key=len)
         rows_of: dict[str, list[int]] = {}
         for i, p in enumerate(prompts):
@@ -267,8 +266,11 @@ class HFBackend(Backend):
                 self.model.train()
 
     def close(self) -> None:
-        """Drop the model reference (a loaded model handed in stays alive with its owner)."""
+        """Drop the model reference and the cached prompt states (a loaded model handed in stays alive with its owner)."""
         self.__dict__.pop("model", None)
+        self._decoder = None  # it holds the model too
+        if self.prefix_cache is not None:
+            self.prefix_cache.clear()
 
 
 def _completion_length(row: list[int], eos_ids: list[int]) -> int:
