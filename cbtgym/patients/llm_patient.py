@@ -106,11 +106,14 @@ class LLMPatient:
         rate_satisfaction: Also ask the patient for a 0-100 rating (Witte et al.; one extra
             batched call): ``True`` or ``"turn"`` after each reply, ``"end"`` only after the
             session's last one (the round budget reached, or the patient leaving), ``False`` never.
+        note_template: The unlock note's template (``{facts}`` is filled); default ``prompts/llm_patient_note.txt``.
+            ``bench/patient_disclosure.py --note`` measures how often a template gets the thought said.
     """
 
     name = "llm"
 
-    def __init__(self, backend: Backend, sampling: Sampling | None = None, rate_satisfaction: bool = True) -> None:
+    def __init__(self, backend: Backend, sampling: Sampling | None = None, rate_satisfaction: bool = True,
+                 note_template: str | None = None) -> None:
         self.backend = backend
         self.sampling = sampling or Sampling(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0)
         if rate_satisfaction not in RATING_MODES:
@@ -118,7 +121,9 @@ class LLMPatient:
                              "'end' (the session's last reply) or False")
         self.rate_satisfaction = "turn" if rate_satisfaction is True else rate_satisfaction
         self._templates = {a: _template(f"llm_patient_{a}.txt") for a in ("active", "passive")}
-        self._note = _template("llm_patient_note.txt")
+        self._note = note_template if note_template is not None else _template("llm_patient_note.txt")
+        if "{facts}" not in self._note:
+            raise ValueError("LLMPatient(note_template=...): the template must contain {facts}, where the unlocked facts go")
         self._rating = _template("llm_patient_rating.txt")
 
     def new_state(self, profile: PatientProfile) -> PatientState:

@@ -1,5 +1,7 @@
 import copy
 
+import pytest
+
 from cbtgym.backends.scripted import ScriptedBackend
 from cbtgym.patients import LLMPatient, RulePatient, clean_reply, read_cues
 from cbtgym.transcript import Transcript
@@ -60,7 +62,7 @@ THOUGHT_QUESTION = "What went through your mind when it happened?"
 SESSION = ["How are you feeling today?", "Hmm, I see.", THOUGHT_QUESTION, "If that were true, what would it mean about you?"]
 
 
-def recorded_session(prof, lines=SESSION):
+def recorded_session(prof, lines=SESSION, **patient_kwargs):
     """Play ``lines`` with an LLM patient whose backend keeps a copy of every conversation it is sent."""
     sent = []
 
@@ -68,7 +70,7 @@ def recorded_session(prof, lines=SESSION):
         sent.append(copy.deepcopy(conv))
         return f"Reply number {len(sent)}."
 
-    patient = LLMPatient(ScriptedBackend(reply), rate_satisfaction=False)
+    patient = LLMPatient(ScriptedBackend(reply), rate_satisfaction=False, **patient_kwargs)
     state, t = talk(patient, prof, lines)
     return state, t, sent
 
@@ -106,6 +108,15 @@ def test_llm_patient_sees_the_thought_only_in_a_note_after_the_thought_question(
     assert final[q + 1]["role"] == "system" and at in final[q + 1]["content"]
     assert sent[asked][-1] == final[q + 1], "the note is the last message of the call answering the question"
     assert [m["role"] for m in final].count("system") == 4  # the prompt and three notes; none for "Hmm, I see."
+
+
+def test_llm_patient_note_template_is_configurable_and_must_hold_the_facts():
+    prof = profile()
+    _, _, sent = recorded_session(prof, [THOUGHT_QUESTION], note_template="NOTE >> {facts} << say it")
+    note = sent[-1][-1]
+    assert note["role"] == "system" and note["content"].startswith("NOTE >> ") and prof.automatic_thoughts[0] in note["content"]
+    with pytest.raises(ValueError, match="facts"):
+        LLMPatient(ScriptedBackend(), note_template="no placeholder here")
 
 
 def test_llm_patient_risk_statement_comes_with_the_first_note():
