@@ -23,8 +23,11 @@ from cbtgym.training.config import config_to_dict, parse_config
 from cbtgym.training.preferences import opening_groups
 
 
-QUESTION_OPENINGS = ("Can you tell me more about", "What went through your mind when", "How did you feel when",
-                     "What do you think")
+# Three of four openings aim at the automatic thought (two with a validation first, which a passive patient
+# needs before it opens up): SmolLM2's free samples never ask about thoughts, and an opening met once in four
+# states taught generic questions ("What brings you here today?") that never reach the thought layer.
+QUESTION_OPENINGS = ("That sounds really hard. What went through your mind when", "What went through your mind when",
+                     "It makes sense that you feel this way. What do you think", "Can you tell me more about")
 SAFETY_OPENING = "I am worried about your safety. If you are in danger, call"
 
 
@@ -40,7 +43,10 @@ class DPOScriptConfig:
     eval_attitudes: str = field(default="both", metadata={"help": "'both', 'active', 'passive' or 'profile'"})
     eval_limit: int = field(default=0, metadata={"help": "evaluate on the first N eval profiles only (0: all)"})
     eval_seeds: list = field(default_factory=lambda: [0], metadata={"help": "seeds per eval profile x attitude"})
-    patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
+    patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient (e.g. 'embedded': its own copy of SmolLM2)"})
+    patient_max_new_tokens: int = field(default=32, metadata={"help": "tokens per LLM-patient turn"})
+    patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature"})
+    patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction: 'end', 'turn' or 'never'"})
     reward: str = field(default="rubric", metadata={"help": "reward function of the env: 'rubric'"})
     rounds: int = field(default=4, metadata={"help": "therapist turns per session"})
     collect_episodes: int = field(default=24, metadata={"help": "training sessions to sample candidates in"})
@@ -85,6 +91,8 @@ class DPOScriptConfig:
             raise ValueError(f"pairing must be 'extremes' or 'greedy' (got {self.pairing!r})")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (got {self.k})")
+        if self.patient_ratings not in ("end", "turn", "never"):
+            raise ValueError(f"patient_ratings must be 'end', 'turn' or 'never' (got {self.patient_ratings!r})")
         if self.advance not in ("greedy", "best"):
             raise ValueError(f"advance must be 'greedy' or 'best' (got {self.advance!r})")
         opening_groups(self.explore_prefixes)  # raises on an empty opening, naming the field
@@ -117,7 +125,14 @@ def main(cfg: DPOScriptConfig) -> dict:
 
     env_kwargs = dict(profiles=cfg.train_profiles, max_rounds=cfg.rounds, reward_fn=cfg.reward)
     if cfg.patient != "rule":
-        env_kwargs.update(patient="llm", patient_backend=make_backend(cfg.patient))
+        # A model of its own: the policy's weights change in training, the patient's must not.
+        patient_backend = make_backend(cfg.patient)
+        if isinstance(patient_backend, HFBackend):  # the patient answers all k candidates of a chunk in one call
+            patient_backend.batch_size = max(patient_backend.batch_size, cfg.rollout_batch_size * cfg.k)
+        env_kwargs.update(patient="llm", patient_backend=patient_backend,
+                          patient_sampling=Sampling(max_new_tokens=cfg.patient_max_new_tokens,
+                                                    temperature=cfg.patient_temperature, top_p=0.95, seed=cfg.seed),
+                          rate_satisfaction=False if cfg.patient_ratings == "never" else cfg.patient_ratings)
     eval_kwargs = {**env_kwargs, "profiles": cfg.eval_profiles}
     model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
 

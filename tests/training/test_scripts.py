@@ -80,6 +80,25 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     assert list(tmp_path.glob("wandb/offline-run-*")), "the W&B run is written offline"
 
 
+def test_dpo_script_plays_an_llm_patient_with_its_settings(tmp_path):
+    dpo = load_script("dpo")
+    with pytest.raises(ValueError, match="patient_ratings"):
+        dpo.DPOScriptConfig(patient_ratings="sometimes")
+    # A scripted backend plays the LLM patient: the test is about what reaches the env, not about the text.
+    cfg = dpo.DPOScriptConfig(
+        output_dir=str(tmp_path), patient="scripted", patient_ratings="end", collect_episodes=2, k=4, rounds=2,
+        max_new_tokens=10, min_margin=0.01, eval_limit=1, eval_attitudes="active", per_device_train_batch_size=2,
+        rollout_batch_size=2, max_length=320, wandb=False,
+    )
+    dpo.main(cfg)
+    for name in ("eval_before.jsonl", "eval_after.jsonl"):
+        (episode,) = read_jsonl(tmp_path / name)
+        patient = [t for t in episode["transcript"]["turns"] if t["speaker"] == "patient"]
+        assert {t["text"] for t in patient} == {"I see."}
+        # rated once, after the last reply ('end'); the scripted "I see." is no number, so it is flagged, not invented
+        assert [bool(t["meta"].get("satisfaction_unparsed")) for t in patient] == [False] * (len(patient) - 1) + [True]
+
+
 def test_sft_script_trains_on_best_of_k_data(tmp_path):
     sft = load_script("sft")
     cfg = sft.SFTScriptConfig(
