@@ -102,7 +102,9 @@ def test_stop_strings(engine):
 
 def test_json_schema_gives_json_matching_the_schema(engine):
     prompt = [{"role": "user", "content": "Rate how helpful 'Take a deep breath.' is, from 1 to 5, as JSON."}]
-    texts = engine.generate([prompt, prompt], Sampling(max_new_tokens=64, temperature=0.8, seed=1, json_schema=SCHEMA))
+    # The grammar ends the reply within maxLength characters, but a sampled character can be an emoji of up to 4
+    # byte tokens: 64 tokens cut one reply short on another machine; 20 x 4 + the braces and keys fit in 128.
+    texts = engine.generate([prompt, prompt], Sampling(max_new_tokens=128, temperature=0.8, seed=1, json_schema=SCHEMA))
     for text in texts:
         data = json.loads(text)
         assert set(data) == {"score", "reason"}
