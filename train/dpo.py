@@ -108,6 +108,7 @@ def main(cfg: DPOScriptConfig) -> dict:
     from cbtgym.backends import HFBackend, Sampling, make_backend
     from cbtgym.backends.hf import DEFAULT_PREFIX_CACHE_GB
     from cbtgym.jsonl import read_jsonl
+    from cbtgym.patients import LLMPatient
     from cbtgym.therapists import therapist_prompt
     from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
     from cbtgym.training.policy import load_policy, resolve_model_path
@@ -129,10 +130,9 @@ def main(cfg: DPOScriptConfig) -> dict:
         patient_backend = make_backend(cfg.patient)
         if isinstance(patient_backend, HFBackend):  # the patient answers all k candidates of a chunk in one call
             patient_backend.batch_size = max(patient_backend.batch_size, cfg.rollout_batch_size * cfg.k)
-        env_kwargs.update(patient="llm", patient_backend=patient_backend,
-                          patient_sampling=Sampling(max_new_tokens=cfg.patient_max_new_tokens,
-                                                    temperature=cfg.patient_temperature, top_p=0.95, seed=cfg.seed),
-                          rate_satisfaction=False if cfg.patient_ratings == "never" else cfg.patient_ratings)
+        env_kwargs["patient"] = LLMPatient.configured(
+            patient_backend, cfg.patient_max_new_tokens, cfg.patient_temperature,
+            False if cfg.patient_ratings == "never" else cfg.patient_ratings, cfg.seed)
     eval_kwargs = {**env_kwargs, "profiles": cfg.eval_profiles}
     model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
 

@@ -220,8 +220,8 @@ def _patient(cfg: Any, pool: BackendPool):
     if spec == "rule":
         return RulePatient(), None
     backend = MeteredBackend(pool.get(spec))
-    sampling = Sampling(max_new_tokens=cfg.patient_max_new_tokens, temperature=cfg.patient_temperature, top_p=0.95, seed=cfg.seed)
-    return LLMPatient(backend, sampling=sampling, rate_satisfaction=cfg.patient_ratings), backend
+    return LLMPatient.configured(backend, cfg.patient_max_new_tokens, cfg.patient_temperature, cfg.patient_ratings,
+                                 cfg.seed), backend
 
 
 def _rubric(judges: EpisodeJudges):

@@ -126,6 +126,14 @@ class LLMPatient:
             raise ValueError("LLMPatient(note_template=...): the template must contain {facts}, where the unlocked facts go")
         self._rating = _template("llm_patient_rating.txt")
 
+    @classmethod
+    def configured(cls, backend: Backend, max_new_tokens: int, temperature: float, ratings: bool | str,
+                   seed: int = 0) -> "LLMPatient":
+        """The patient as the scripts' configs describe it (``patient_max_new_tokens``, ``patient_temperature``,
+        ``patient_ratings``): seeded nucleus sampling (top_p 0.95), so training and benchmark patients decode alike."""
+        sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95, seed=seed)
+        return cls(backend, sampling=sampling, rate_satisfaction=ratings)
+
     def new_state(self, profile: PatientProfile) -> PatientState:
         return PatientState(profile=profile)
 
