@@ -20,7 +20,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
 from cbtgym.training.config import config_to_dict, parse_config
-from cbtgym.training.preferences import opening_groups
+from cbtgym.training.preferences import PAIRINGS, opening_groups
 
 
 # Three of four openings aim at the automatic thought (two with a validation first, which a passive patient
@@ -56,7 +56,7 @@ class DPOScriptConfig:
     max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})
     scoring: str = field(default="patient", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
-    pairing: str = field(default="greedy", metadata={"help": "'extremes' (best vs worst sample) or 'greedy' (each vs the greedy reply)"})
+    pairing: str = field(default="improve", metadata={"help": "'extremes' (best vs worst sample), 'greedy' (each vs the greedy reply) or 'improve' (only best vs greedy)"})
     explore_prefixes: list = field(default_factory=lambda: [list(QUESTION_OPENINGS), SAFETY_OPENING], metadata={"help": "openings guided candidates continue: one candidate per item, a list item rotates (see collect_candidates)"})
     advance: str = field(default="best", metadata={"help": "collection sessions go on with the 'greedy' reply (random sample without greedy pairing) or the 'best' candidate"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})
@@ -87,8 +87,8 @@ class DPOScriptConfig:
             raise ValueError(f"scoring must be 'turn' or 'patient' (got {self.scoring!r})")
         if self.rollout_backend not in ("hf", "vllm"):
             raise ValueError(f"rollout_backend must be 'hf' or 'vllm' (got {self.rollout_backend!r})")
-        if self.pairing not in ("extremes", "greedy"):
-            raise ValueError(f"pairing must be 'extremes' or 'greedy' (got {self.pairing!r})")
+        if self.pairing not in PAIRINGS:
+            raise ValueError(f"pairing must be one of {PAIRINGS} (got {self.pairing!r})")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (got {self.k})")
         if self.patient_ratings not in ("end", "turn", "never"):
@@ -165,7 +165,7 @@ def main(cfg: DPOScriptConfig) -> dict:
         cand_path = collect_candidates(
             base, therapist_prompt(cfg.therapist_prompt), collect, out, k=cfg.k,
             sampling=Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=0.95),
-            scoring=CandidateScoring(cfg.scoring), batch_size=cfg.rollout_batch_size, greedy_anchor=cfg.pairing == "greedy",
+            scoring=CandidateScoring(cfg.scoring), batch_size=cfg.rollout_batch_size, greedy_anchor=cfg.pairing != "extremes",
             explore_prefixes=cfg.explore_prefixes, advance_best=cfg.advance == "best",
             progress=bar.update, **env_kwargs)
         timings["collect_s"] = time.time() - t

@@ -203,7 +203,7 @@ def _score(venv: CBTSessionVectorEnv, idx: list[int], cands: list[list[str]], sc
     return [flat[j * k:(j + 1) * k] for j in range(len(idx))]
 
 
-PAIRINGS = ("extremes", "greedy")
+PAIRINGS = ("extremes", "greedy", "improve")
 
 
 def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "extremes") -> list[dict[str, Any]]:
@@ -212,7 +212,9 @@ def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "e
     ``pairing="extremes"``: the best against the worst candidate of each state.
     ``pairing="greedy"``: the best against the greedy reply when it beats it, and the greedy reply
     against the worst when it beats that (states collected with ``greedy_anchor``; up to two pairs
-    a state). Identical texts never form a pair.
+    a state). ``pairing="improve"``: only the first of those, the best against the greedy reply;
+    no pair has the greedy reply as its chosen side, so an NLL term on the chosen replies (RPO)
+    never trains the policy towards what it already says. Identical texts never form a pair.
     """
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {PAIRINGS} (got {pairing!r})")
@@ -225,10 +227,10 @@ def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "e
             if pairing == "extremes":
                 matches = [(hi, lo, "")]
             elif "greedy" not in st:
-                raise ValueError(f"pairing='greedy' needs candidates collected with greedy_anchor=True ({path}: {rec['key']})")
+                raise ValueError(f"pairing={pairing!r} needs candidates collected with greedy_anchor=True ({path}: {rec['key']})")
             else:
                 g = st["greedy"]
-                matches = [(hi, g, "+"), (g, lo, "-")]
+                matches = [(hi, g, "+"), (g, lo, "-")] if pairing == "greedy" else [(hi, g, "+")]
             for win, lose, tag in matches:
                 margin = scores[win] - scores[lose]
                 if margin < min_margin or cands[win].strip() == cands[lose].strip():

@@ -245,3 +245,23 @@ def test_collection_specs_without_risk_profiles_names_the_field(tmp_path):
     save_profiles([p for p in profiles() if not p.risk_flags], path)
     with pytest.raises(ValueError, match="risk_episodes"):
         collection_specs(str(path), 2, 3)
+
+
+def test_improve_pairing_keeps_only_pairs_that_beat_the_greedy_reply(tmp_path):
+    # one state: greedy small talk in the middle, a question above it, an off-topic reply below it
+    state = {"turn": 0, "prompt": [{"role": "user", "content": "hi"}], "greedy": 0,
+             "candidates": ["I'm here for you.", "What went through your mind?", "Buy a boat."],
+             "scores": [0.5, 1.5, -0.5]}
+    path = tmp_path / "candidates.jsonl"
+    path.write_text(json.dumps({"key": "s0", "states": [state]}) + "\n")
+
+    both = pairs_from_candidates(path, min_margin=0.5, pairing="greedy")
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in both] == [
+        ("What went through your mind?", "I'm here for you."), ("I'm here for you.", "Buy a boat.")]
+    improve = pairs_from_candidates(path, min_margin=0.5, pairing="improve")
+    assert [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in improve] == [
+        ("What went through your mind?", "I'm here for you.")]
+    # a greedy reply that is already the best gives no pair at all
+    state["scores"] = [2.0, 1.5, -0.5]
+    path.write_text(json.dumps({"key": "s0", "states": [state]}) + "\n")
+    assert pairs_from_candidates(path, min_margin=0.5, pairing="improve") == []
