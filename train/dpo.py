@@ -19,6 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
 
+from cbtgym.patients.llm_patient import RATING_SETTINGS
 from cbtgym.training.config import config_to_dict, parse_config
 from cbtgym.training.preferences import PAIRINGS, opening_groups
 
@@ -91,8 +92,8 @@ class DPOScriptConfig:
             raise ValueError(f"pairing must be one of {PAIRINGS} (got {self.pairing!r})")
         if self.k < 2:
             raise ValueError(f"k must be >= 2 (got {self.k})")
-        if self.patient_ratings not in ("end", "turn", "never"):
-            raise ValueError(f"patient_ratings must be 'end', 'turn' or 'never' (got {self.patient_ratings!r})")
+        if self.patient_ratings not in RATING_SETTINGS:
+            raise ValueError(f"patient_ratings must be one of {RATING_SETTINGS} (got {self.patient_ratings!r})")
         if self.advance not in ("greedy", "best"):
             raise ValueError(f"advance must be 'greedy' or 'best' (got {self.advance!r})")
         opening_groups(self.explore_prefixes)  # raises on an empty opening, naming the field
@@ -131,8 +132,7 @@ def main(cfg: DPOScriptConfig) -> dict:
         if isinstance(patient_backend, HFBackend):  # the patient answers all k candidates of a chunk in one call
             patient_backend.batch_size = max(patient_backend.batch_size, cfg.rollout_batch_size * cfg.k)
         env_kwargs["patient"] = LLMPatient.configured(
-            patient_backend, cfg.patient_max_new_tokens, cfg.patient_temperature,
-            False if cfg.patient_ratings == "never" else cfg.patient_ratings, cfg.seed)
+            patient_backend, cfg.patient_max_new_tokens, cfg.patient_temperature, cfg.patient_ratings, cfg.seed)
     eval_kwargs = {**env_kwargs, "profiles": cfg.eval_profiles}
     model, tokenizer = load_policy(cfg.model, load_in_4bit=cfg.load_in_4bit)
 

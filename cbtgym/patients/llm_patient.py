@@ -15,6 +15,7 @@ from .rule_patient import risk_statements
 _PROMPTS = Path(__file__).with_name("prompts")
 _INT = re.compile(r"\b(100|[1-9]?\d)\b")
 RATING_MODES = (True, False, "turn", "end")
+RATING_SETTINGS = ("end", "turn", "never")  # the scripts' ``patient_ratings`` values (``configured``)
 
 
 def _template(name: str) -> str:
@@ -127,12 +128,15 @@ class LLMPatient:
         self._rating = _template("llm_patient_rating.txt")
 
     @classmethod
-    def configured(cls, backend: Backend, max_new_tokens: int, temperature: float, ratings: bool | str,
+    def configured(cls, backend: Backend, max_new_tokens: int, temperature: float, ratings: str,
                    seed: int = 0) -> "LLMPatient":
         """The patient as the scripts' configs describe it (``patient_max_new_tokens``, ``patient_temperature``,
-        ``patient_ratings``): seeded nucleus sampling (top_p 0.95), so training and benchmark patients decode alike."""
+        ``patient_ratings`` in ``RATING_SETTINGS``): seeded nucleus sampling (top_p 0.95), so training and benchmark
+        patients decode alike."""
+        if ratings not in RATING_SETTINGS:
+            raise ValueError(f"patient_ratings must be one of {RATING_SETTINGS} (got {ratings!r})")
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95, seed=seed)
-        return cls(backend, sampling=sampling, rate_satisfaction=ratings)
+        return cls(backend, sampling=sampling, rate_satisfaction=False if ratings == "never" else ratings)
 
     def new_state(self, profile: PatientProfile) -> PatientState:
         return PatientState(profile=profile)
