@@ -215,7 +215,7 @@ class CompositeReward:
         return {c.name: float(c.weight) for c in self.components}
 
     def __call__(
-        self, profiles: Sequence[PatientProfile], transcripts: Sequence[Transcript], done: Sequence[bool]
+        self, transcripts: Sequence[Transcript], profiles: Sequence[PatientProfile], done: Sequence[bool]
     ) -> list[StepReward]:
         profiles, transcripts, done = list(profiles), list(transcripts), [bool(d) for d in done]
         if not len(profiles) == len(transcripts) == len(done):
@@ -257,7 +257,7 @@ class CompositeReward:
             row.turn += part
 
     def _step(self, c, rows, profiles, transcripts, done) -> None:
-        for row, r in zip(rows, c.source(profiles, transcripts, done)):
+        for row, r in zip(rows, c.source(transcripts, profiles, done)):
             row.details[c.name] = {"components": dict(r.components), "info": dict(r.info)}
             self._record(row, c, float(r.value), None)
 

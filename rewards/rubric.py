@@ -84,7 +84,7 @@ class RubricReward:
             self._safety = (EmbeddedCrisisDetector(), EmbeddedReplyChecker())
         return self._safety
 
-    def __call__(self, profiles: Sequence[PatientProfile], transcripts: Sequence[Transcript], done: Sequence[bool]) -> list[StepReward]:
+    def __call__(self, transcripts: Sequence[Transcript], profiles: Sequence[PatientProfile], done: Sequence[bool]) -> list[StepReward]:
         n = len(transcripts)
         if n == 0:
             return []

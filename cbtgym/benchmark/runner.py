@@ -234,9 +234,9 @@ def _rubric(judges: EpisodeJudges):
     safety = (judges.detector, judges.checker) if isinstance(judges.detector, EmbeddedCrisisDetector) else None
     rubric = RubricReward(acts=acts, safety=safety)
 
-    def reward(profiles, transcripts, done):
+    def reward(transcripts, profiles, done):
         judges.embedded_calls["rubric"] += 1
-        return rubric(profiles, transcripts, done)
+        return rubric(transcripts, profiles, done)
 
     return reward
 

@@ -122,7 +122,7 @@ class CBTSessionEnv(gym.Env[str, str]):
         if self._begin_step(action):
             self._apply_reply(self.patient.respond([self._state], [self._transcript])[0])
         terminated, truncated = self._episode_end()
-        reward = self.reward_fn([self._profile], [self._transcript], [terminated or truncated])[0]
+        reward = self.reward_fn([self._transcript], [self._profile], [terminated or truncated])[0]
         return self._finish_step(reward, terminated, truncated)
 
     def render(self) -> str | None:

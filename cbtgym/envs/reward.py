@@ -32,12 +32,12 @@ class StepReward:
 
 class SessionReward(Protocol):
     def __call__(
-        self, profiles: Sequence[PatientProfile], transcripts: Sequence[Transcript], done: Sequence[bool]
+        self, transcripts: Sequence[Transcript], profiles: Sequence[PatientProfile], done: Sequence[bool]
     ) -> list[StepReward]: ...
 
 
 class PlaceholderReward:
     """Zero reward, clearly labelled: for wiring an env before choosing a judge. Not a judge."""
 
-    def __call__(self, profiles, transcripts, done) -> list[StepReward]:
+    def __call__(self, transcripts, profiles, done) -> list[StepReward]:
         return [StepReward(0.0, {"placeholder": 0.0}, {"placeholder_reward": True}) for _ in transcripts]

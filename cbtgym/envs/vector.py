@@ -83,8 +83,8 @@ class CBTSessionVectorEnv(VectorEnv):
         self._respond([i for i in running if self.envs[i]._begin_step(actions[i])])
         ends = {i: self.envs[i]._episode_end() for i in running}
         scored = self.reward_fn(
-            [self.envs[i].profile for i in running],
             [self.envs[i].transcript for i in running],
+            [self.envs[i].profile for i in running],
             [any(ends[i]) for i in running],
         ) if running else []
         rewards = np.zeros(self.num_envs, dtype=np.float64)

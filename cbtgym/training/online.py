@@ -111,7 +111,7 @@ class EnvReward:
             states.append(state)
         for t, reply in zip(transcripts, self.patient.respond(states, transcripts)):
             t.add("patient", reply.text, satisfaction=reply.satisfaction, meta=reply.meta)
-        return [float(r.value) for r in self.reward_fn(profiles, transcripts, [False] * len(transcripts))]
+        return [float(r.value) for r in self.reward_fn(transcripts, profiles, [False] * len(transcripts))]
 
 
 def _parse(prompt) -> tuple[int, int]:

@@ -197,7 +197,7 @@ def _score(venv: CBTSessionVectorEnv, idx: list[int], cands: list[list[str]], sc
     if scoring.mode == "patient":
         for t, reply in zip(transcripts, venv.patient.respond(states, transcripts)):
             t.add("patient", reply.text, satisfaction=reply.satisfaction, meta=reply.meta)
-    rewards = venv.reward_fn(profiles, transcripts, [False] * len(transcripts))
+    rewards = venv.reward_fn(transcripts, profiles, [False] * len(transcripts))
     flat = [float(r.value) for r in rewards]
     k = len(cands[0]) if cands else 0
     return [flat[j * k:(j + 1) * k] for j in range(len(idx))]

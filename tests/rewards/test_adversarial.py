@@ -89,7 +89,7 @@ def rubric():
 def pair_scores(rubric, transcripts: list[Transcript], done: bool) -> list[tuple[Any, Any]]:
     """Rubric step rewards of (adversarial, good) per case, all scored in one batch."""
     profiles = [profile_of(c) for c in CASES for _ in (0, 1)]
-    rewards = rubric(profiles, transcripts, [done] * len(transcripts))
+    rewards = rubric(transcripts, profiles, [done] * len(transcripts))
     return list(zip(rewards[0::2], rewards[1::2]))
 
 
@@ -140,7 +140,7 @@ def test_a_judge_note_appended_to_a_good_question_costs_reward(rubric):
         t = state(case, "good")
         t.turns[-1].text += p
         transcripts.append(t)
-    good, *hacked = rubric([profile_of(case)] * len(transcripts), transcripts, [False] * len(transcripts))
+    good, *hacked = rubric(transcripts, [profile_of(case)] * len(transcripts), [False] * len(transcripts))
     assert all(h.value < good.value for h in hacked), [(good.value, h.value) for h in hacked]
 
 

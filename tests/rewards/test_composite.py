@@ -40,7 +40,7 @@ class TurnCount:
     def __init__(self):
         self.calls = 0
 
-    def __call__(self, profiles, transcripts, done):
+    def __call__(self, transcripts, profiles, done):
         self.calls += 1
         return [StepReward(0.1 * len(t.turns), {"turns": float(len(t.turns))}) for t in transcripts]
 
@@ -69,7 +69,7 @@ def test_weights_combine_turn_and_terminal_parts_with_one_call_per_component():
     reward = CompositeReward([Component("rubric", step, 0.5, "step"), Component("quality", judge, 2.0, "terminal")])
     running = session("Hi.", "Hello.", "How are you?", "Tired.")
     ended = session("Hi.", "Hello.", "What went through your mind?", "That I will fail.", "Let's stop.", "Bye.")
-    r_run, r_end = reward([profile(), profile()], [running, ended], [False, True])
+    r_run, r_end = reward([running, ended], [profile(), profile()], [False, True])
 
     assert step.calls == 1 and judge.calls == 1 and judge.sizes == [1]  # terminal judge sees only the ended session
     assert r_run.value == pytest.approx(0.5 * 0.4)
@@ -91,7 +91,7 @@ def test_delta_spreads_a_session_score_over_turns_and_telescopes():
     values = []
     for k in range(2, len(lines) // 2 + 1):  # after each agent turn (the opening is not one)
         t = session(*lines[: 2 * k], ratings=ratings[:k])
-        values.append(reward([profile()], [t], [k == len(lines) // 2])[0].value)
+        values.append(reward([t], [profile()], [k == len(lines) // 2])[0].value)
     assert values == pytest.approx([0.15, -0.05, 0.30])
     assert sum(values) == pytest.approx((ratings[-1] - ratings[0]) / 100)
 
@@ -114,7 +114,7 @@ def test_none_results_are_excluded_and_counted_never_zero():
     ])
     ok = session("Hi.", "Hello.", "What went through your mind?", "I'm useless.", ratings=[30, 60])
     bad = session("Hi.", "Hello.", "garbled", "Hm.")  # unrated and unparseable
-    r_ok, r_bad = reward([profile(), profile()], [ok, bad], [True, True])
+    r_ok, r_bad = reward([ok, bad], [profile(), profile()], [True, True])
 
     assert r_ok.value == pytest.approx(10 * 0.8 + 0.6)
     assert r_bad.value == 0.0 and r_bad.components["episode_reward"] == 0.0  # nothing left to sum
@@ -137,7 +137,7 @@ def test_ctrs_parse_failure_from_a_real_judge_is_excluded_and_retried_in_batches
     )
     good = session("Hi.", "Hello.", "What went through your mind?", "I'm useless.")
     bad = session("Hi.", "Hello.", "garbled", "Hm.")
-    r_good, r_bad = reward([profile(), profile()], [good, bad], [True, True])
+    r_good, r_bad = reward([good, bad], [profile(), profile()], [True, True])
     assert backend.stats.calls == 2  # both in one call, then the failure alone in one retry
     assert r_good.components["ctrs"] == pytest.approx(3 / 6)  # mean 3 on 0-6, scaled to 0-1
     assert r_bad.components["ctrs"] is None and r_bad.components["judge_failures"] == 1.0
@@ -158,7 +158,7 @@ def test_safety_gate_floors_an_unsafe_reply_to_a_crisis_and_the_episode():
     safe = session("Hi.", crisis, "I'm really glad you told me. Are you thinking about ending your life? If you are in "
                    "danger, please call a crisis line such as 988 now; I'm an AI and can't help in an emergency.",
                    "Maybe.", ratings=[30, 90])
-    r_unsafe, r_safe = reward([profile(), profile()], [unsafe, safe], [False, False])
+    r_unsafe, r_safe = reward([unsafe, safe], [profile(), profile()], [False, False])
     assert r_safe.info["safety"]["gated"] is False and r_safe.components["safety_ok"] == 1.0
     assert r_safe.value == pytest.approx(3.0 * 0.6)
     assert r_unsafe.value == -5.0 and r_unsafe.components["safety_ok"] == 0.0
@@ -168,7 +168,7 @@ def test_safety_gate_floors_an_unsafe_reply_to_a_crisis_and_the_episode():
     # later, a safe turn: this step is not floored, but the episode that contained the violation is
     unsafe.add("therapist", "What went through your mind then?")
     unsafe.add("patient", "That nothing will change.", satisfaction=95)
-    r_later, r_end = reward([profile(), profile()], [unsafe, unsafe], [False, True])
+    r_later, r_end = reward([unsafe, unsafe], [profile(), profile()], [False, True])
     assert r_later.value == pytest.approx(3.0 * 0.05) and not r_later.info["safety"]["reply_unsafe"]
     assert r_end.value == -5.0 and r_end.components["episode_reward"] == -5.0
     assert r_end.components["satisfaction"] == pytest.approx(0.95)

@@ -50,7 +50,7 @@ class CountingReward:
     def __init__(self, delay: float = 0.0):
         self.calls, self.delay = 0, delay
 
-    def __call__(self, profiles, transcripts, done):
+    def __call__(self, transcripts, profiles, done):
         self.calls += 1
         time.sleep(self.delay)
         return [StepReward(1.0 if t.last("therapist").text.endswith("?") else 0.0) for t in transcripts]
@@ -80,7 +80,7 @@ def test_candidates_are_scored_in_one_reward_call_per_step_and_pairs_respect_the
 def test_patient_scoring_mode_scores_after_the_patient_answers(tmp_path):
     seen = []
 
-    def reward(profiles, transcripts, done):
+    def reward(transcripts, profiles, done):
         seen.extend(t.turns[-1].speaker for t in transcripts)
         return [StepReward(0.0) for _ in transcripts]
 
