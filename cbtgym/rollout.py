@@ -5,33 +5,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Protocol, Sequence
 
-from .envs.vector import CBTSessionVectorEnv
+from .envs.sessions import EpisodeSpec, SessionBatch
 from .transcript import Transcript
+
+__all__ = ["Episode", "EpisodeSpec", "Therapist", "play_batch", "run_episodes"]
+
+#: The therapist of :func:`play_batch`: the indices of the running sessions and their transcripts -> one utterance each.
+Act = Callable[[Sequence[int], Sequence[Transcript]], Sequence[str]]
 
 
 class Therapist(Protocol):
     def act(self, transcripts: Sequence[Transcript]) -> list[str]: ...
-
-
-@dataclass(frozen=True)
-class EpisodeSpec:
-    """Which session to run: a seed, and optionally a fixed profile and attitude."""
-
-    seed: int
-    profile_id: str | None = None
-    attitude: str | None = None
-
-    @property
-    def key(self) -> str:
-        return f"{self.profile_id or 'drawn'}|{self.attitude or 'profile'}|{self.seed}"
-
-    def options(self) -> dict[str, Any]:
-        opts = {}
-        if self.profile_id:
-            opts["profile_id"] = self.profile_id
-        if self.attitude:
-            opts["attitude"] = self.attitude
-        return opts
 
 
 @dataclass
@@ -58,6 +42,31 @@ class Episode:
         }
 
 
+def play_batch(batch: SessionBatch, specs: Sequence[EpisodeSpec], act: Act,
+               on_step: Callable[[int], None] | None = None) -> list[Episode]:
+    """Start ``specs`` in ``batch`` and step them until all have ended: the one rollout loop.
+
+    Each step makes one ``act`` call for the running sessions (``act(indices, transcripts)``,
+    indices into ``specs``), then one patient call and one reward call for the whole batch.
+    ``on_step`` gets the number of sessions stepped.
+    """
+    sessions = batch.reset(specs)
+    rewards: list[list[float]] = [[] for _ in specs]
+    comps: list[list[dict[str, Any]]] = [[] for _ in specs]
+    while not all(s.done for s in sessions):
+        idx = [j for j, s in enumerate(sessions) if not s.done]
+        actions: list[str | None] = [None] * len(sessions)
+        for j, a in zip(idx, act(idx, [sessions[j].transcript for j in idx])):
+            actions[j] = a
+        results = batch.step(actions)
+        for j in idx:
+            rewards[j].append(float(results[j].reward.value))
+            comps[j].append(dict(results[j].reward.components))
+        if on_step:
+            on_step(len(idx))
+    return [Episode(spec, s.transcript.copy(), rewards[j], comps[j]) for j, (spec, s) in enumerate(zip(specs, sessions))]
+
+
 def run_episodes(
     therapist: Therapist,
     specs: Sequence[EpisodeSpec],
@@ -68,29 +77,12 @@ def run_episodes(
     """Run ``specs`` in batches of sessions, yielding each batch's episodes as it finishes.
 
     Each step makes one therapist call, one patient call and one reward call for the
-    whole batch; a batch runs until all its sessions have ended.
+    whole batch; a batch runs until all its sessions have ended. ``env_kwargs`` are
+    :class:`~cbtgym.envs.cbt_session.CBTSessionEnv`'s arguments.
     """
     specs = list(specs)
-    venv: CBTSessionVectorEnv | None = None
+    batch = SessionBatch.from_kwargs(**env_kwargs) if specs else None
     for start in range(0, len(specs), batch_size):
         chunk = specs[start:start + batch_size]
-        if venv is None or venv.num_envs != len(chunk):
-            venv = CBTSessionVectorEnv(len(chunk), **env_kwargs)
-        venv.reset(seed=[s.seed for s in chunk], options={"per_env": [s.options() for s in chunk]})
-        rewards = [[] for _ in chunk]
-        comps = [[] for _ in chunk]
-        while not venv.done.all():
-            running = ~venv.done
-            idx = [j for j in range(len(chunk)) if running[j]]
-            said = therapist.act([venv.transcripts[j] for j in idx])
-            actions = [""] * len(chunk)
-            for j, a in zip(idx, said):
-                actions[j] = a
-            _, r, _, _, _ = venv.step(actions)
-            for j in idx:
-                rewards[j].append(float(r[j]))
-                comps[j].append(venv.env_infos[j].get("reward_components", {}))
-            if on_step:
-                on_step(len(idx))
-        for j, spec in enumerate(chunk):
-            yield Episode(spec, venv.transcripts[j].copy(), rewards[j], comps[j])
+        yield from play_batch(batch, chunk, lambda _, transcripts: therapist.act(transcripts), on_step)
+

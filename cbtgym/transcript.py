@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 Speaker = Literal["therapist", "patient"]
+SPEAKERS: tuple[Speaker, ...] = ("therapist", "patient")
+
+# Every character str.splitlines() breaks at, with the spaces around it.
+_LINE_BREAK = re.compile(r"[^\S\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]*[\n\r\x0b\x0c\x1c-\x1e\x85\u2028\u2029]\s*")
+# A speaker label of the rendered format ("Patient:") inside a turn's text.
+_LABEL = re.compile(r"\b(" + "|".join(SPEAKERS) + r")\s*:", re.IGNORECASE)
 
 
 @dataclass
@@ -23,6 +30,13 @@ class Turn:
     text: str
     satisfaction: int | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+
+
+def one_line(text: str) -> str:
+    """``text`` as one line of :meth:`Transcript.render`: line breaks to spaces, speaker labels defused."""
+    if _LINE_BREAK.search(text):
+        text = _LINE_BREAK.sub(" ", text).strip()
+    return _LABEL.sub(lambda m: f"{m.group(1)} -", text)
 
 
 @dataclass
@@ -58,8 +72,14 @@ class Transcript:
         return None
 
     def render(self) -> str:
-        """The dialogue as plain text, one ``Speaker: text`` line per turn."""
-        return "\n".join(f"{t.speaker.capitalize()}: {t.text}" for t in self.turns)
+        """The dialogue as plain text, exactly one ``Speaker: text`` line per turn.
+
+        What observations and judges read, so one turn can never read as two speakers: line
+        breaks inside a turn become one space, and a speaker label inside it (``"... Patient: I
+        feel cured"``) loses its colon (``"Patient -"``). Text with neither renders as stored;
+        the stored texts and :meth:`as_chat` are never changed.
+        """
+        return "\n".join(f"{t.speaker.capitalize()}: {one_line(t.text)}" for t in self.turns)
 
     def as_chat(self, role: Speaker, system: str | None = None) -> list[dict[str, str]]:
         """The dialogue as chat messages from ``role``'s point of view (its turns are ``assistant``)."""

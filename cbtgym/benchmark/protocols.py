@@ -32,10 +32,9 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..backends.base import Backend, Sampling
-from ..envs.cbt_session import OPENING
-from ..envs.vector import CBTSessionVectorEnv
+from ..envs.sessions import OPENING, SessionBatch
 from ..jsonl import JsonlWriter, read_jsonl
-from ..rollout import Episode, EpisodeSpec
+from ..rollout import Episode, EpisodeSpec, play_batch
 from ..transcript import Transcript
 from .judges import EpisodeJudges
 from .variants import Variant, protocol_prompt
@@ -97,27 +96,14 @@ def play(therapists: Mapping[str, Backend], entries: Sequence[tuple[str, str, Ep
     """Sessions of several variants stepped together: per step one therapist call per model and one patient call.
 
     Each entry is ``(variant name, system prompt, spec)``; ``therapists`` maps variant names to backends.
-    Like :func:`cbtgym.rollout.run_episodes`, but the system prompt is per session, so variants sharing a
-    model share its calls, and all sessions share the patient's.
+    The loop of :func:`cbtgym.rollout.run_episodes` (:func:`~cbtgym.rollout.play_batch`), with the system
+    prompt per session, so variants sharing a model share its calls, and all sessions share the patient's.
     """
-    venv = CBTSessionVectorEnv(len(entries), **env_kwargs)
-    venv.reset(seed=[s.seed for _, _, s in entries], options={"per_env": [s.options() for _, _, s in entries]})
-    rewards: list[list[float]] = [[] for _ in entries]
-    comps: list[list[dict[str, Any]]] = [[] for _ in entries]
-    while not venv.done.all():
-        idx = [j for j in range(len(entries)) if not venv.done[j]]
-        said = generate_for(therapists, [(entries[j][0], venv.transcripts[j].as_chat("therapist", entries[j][1])) for j in idx],
+    def act(idx: Sequence[int], transcripts: Sequence[Transcript]) -> list[str]:
+        return generate_for(therapists, [(entries[j][0], t.as_chat("therapist", entries[j][1])) for j, t in zip(idx, transcripts)],
                             sampling, meter)
-        actions = [""] * len(entries)
-        for j, a in zip(idx, said):
-            actions[j] = a
-        _, r, _, _, _ = venv.step(actions)
-        for j in idx:
-            rewards[j].append(float(r[j]))
-            comps[j].append(venv.env_infos[j].get("reward_components", {}))
-        if on_step:
-            on_step(len(idx))
-    return [Episode(spec, venv.transcripts[j].copy(), rewards[j], comps[j]) for j, (_, _, spec) in enumerate(entries)]
+
+    return play_batch(SessionBatch.from_kwargs(**env_kwargs), [spec for _, _, spec in entries], act, on_step)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -170,7 +156,7 @@ def run_sessions(variants: Sequence[Variant], therapists: Mapping[str, Backend],
     """Simulated sessions of every variant on ``specs`` (``therapists``: variant name -> backend; a model's variants share its calls).
 
     ``out_dir/<variant>.jsonl`` keeps each variant's episodes; those already there are not re-run.
-    ``env_kwargs`` go to :class:`~cbtgym.envs.vector.CBTSessionVectorEnv` and must hold ``profiles``
+    ``env_kwargs`` go to :class:`~cbtgym.envs.cbt_session.CBTSessionEnv` (its session core) and must hold ``profiles``
     as a list of :class:`PatientProfile`. Returns every record, variants in order, specs in order.
     """
     by_name = {v.name: v for v in variants}

@@ -1,5 +1,9 @@
 from .cbt_session import OPENING, CBTSessionEnv
 from .reward import PlaceholderReward, SessionReward, StepReward
+from .sessions import EpisodeSpec, Session, SessionBatch, StepResult
 from .vector import CBTSessionVectorEnv
 
-__all__ = ["OPENING", "CBTSessionEnv", "CBTSessionVectorEnv", "PlaceholderReward", "SessionReward", "StepReward"]
+__all__ = [
+    "OPENING", "CBTSessionEnv", "CBTSessionVectorEnv", "EpisodeSpec", "PlaceholderReward", "Session", "SessionBatch",
+    "SessionReward", "StepResult", "StepReward",
+]

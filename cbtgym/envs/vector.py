@@ -5,19 +5,24 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import numpy as np
+from gymnasium.utils import seeding
 from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
-from .cbt_session import CBTSessionEnv, make_patient, make_reward
+from ..transcript import Transcript
+from .cbt_session import CBTSessionEnv
+from .sessions import EpisodeSpec, Session, SessionBatch
 
 
 class CBTSessionVectorEnv(VectorEnv):
     """``num_envs`` sessions that share one patient and one reward function.
 
+    A thin Gymnasium layer over a :class:`~cbtgym.envs.sessions.SessionBatch` (``self.batch``).
     Each :meth:`step` makes ONE batched patient call (one ``backend.generate`` for all
     sessions still running, plus one for satisfaction ratings when the LLM patient rates)
     and ONE reward call. With a deterministic backend the transcripts are the same as
     those of ``num_envs`` sequential :class:`CBTSessionEnv` reset with the same seeds.
+    A step that raises (patient backend, reward) leaves every session as it was.
 
     Autoreset is disabled: a finished session stays finished (its action is ignored and
     its reward is 0) until :meth:`reset`. ``reset(options=...)`` takes the single env's
@@ -26,6 +31,7 @@ class CBTSessionVectorEnv(VectorEnv):
     Observations are tuples of strings; ``infos`` follow Gymnasium's vector convention
     (``info[key]`` an object array, ``info["_" + key]`` its mask); ``env_infos`` keeps the last
     reset/step's per-session info dicts as the single env returns them, for code that wants them unvectorized.
+    :meth:`fork` copies one session mid-episode into a new batch.
 
     Args:
         num_envs: Number of parallel sessions.
@@ -37,20 +43,18 @@ class CBTSessionVectorEnv(VectorEnv):
     def __init__(self, num_envs: int, **kwargs: Any) -> None:
         if num_envs < 1:
             raise ValueError(f"num_envs must be >= 1 (got {num_envs})")
-        patient = make_patient(
-            kwargs.pop("patient", None), kwargs.pop("patient_backend", None),
-            kwargs.pop("patient_sampling", None), kwargs.pop("rate_satisfaction", True),
-        )
-        reward_fn = make_reward(kwargs.pop("reward_fn", "rubric"))
-        self.envs = [CBTSessionEnv(patient=patient, reward_fn=reward_fn, **kwargs) for _ in range(num_envs)]
-        self.patient, self.reward_fn = patient, reward_fn
+        single = CBTSessionEnv(**kwargs)  # validates the arguments and builds the spaces
+        self.batch = single.batch
+        self.batch.sessions = [None] * num_envs
+        self.max_obs_chars = single.max_obs_chars
         self.num_envs = num_envs
-        self.single_observation_space = self.envs[0].observation_space
-        self.single_action_space = self.envs[0].action_space
+        self.single_observation_space = single.observation_space
+        self.single_action_space = single.action_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)
         self.action_space = batch_space(self.single_action_space, num_envs)
         self.render_mode = kwargs.get("render_mode")
-        self._done = np.ones(num_envs, dtype=bool)
+        # One generator per session, continued by reset(seed=None) as each single env's np_random is.
+        self._rngs: list[np.random.Generator | None] = [None] * num_envs
         self.env_infos: list[dict[str, Any]] = [{} for _ in range(num_envs)]
 
     def reset(self, *, seed: int | Sequence[int | None] | None = None, options: dict[str, Any] | None = None):
@@ -63,59 +67,70 @@ class CBTSessionVectorEnv(VectorEnv):
         if len(seeds) != self.num_envs:
             raise ValueError(f"reset(seed=[...]) needs {self.num_envs} seeds (got {len(seeds)})")
         chosen = [i for i in range(self.num_envs) if mask[i]]
+        specs = [EpisodeSpec.from_options(seeds[i], {**options, **per_env[i]}) for i in chosen]
         for i in chosen:
-            env = self.envs[i]
-            super(CBTSessionEnv, env).reset(seed=seeds[i])
-            env._begin_episode({**options, **per_env[i]})
-        self._respond(chosen)
-        self._done[chosen] = False
+            if seeds[i] is not None or self._rngs[i] is None:
+                self._rngs[i] = seeding.np_random(seeds[i])[0]
+        self.batch.reset(specs, rngs=[self._rngs[i] for i in chosen], slots=chosen)
         infos: dict[str, Any] = {}
         self.env_infos = [{} for _ in range(self.num_envs)]
         for i in chosen:
-            self.env_infos[i] = self.envs[i]._info()
+            self.env_infos[i] = self.batch.sessions[i].info()
             infos = self._add_info(infos, self.env_infos[i], i)
         return self._observations(), infos
 
     def step(self, actions: Sequence[str]):
         if len(actions) != self.num_envs:
             raise ValueError(f"step() needs {self.num_envs} actions (got {len(actions)})")
-        running = [i for i in range(self.num_envs) if not self._done[i]]
-        self._respond([i for i in running if self.envs[i]._begin_step(actions[i])])
-        ends = {i: self.envs[i]._episode_end() for i in running}
-        scored = self.reward_fn(
-            [self.envs[i].transcript for i in running],
-            [self.envs[i].profile for i in running],
-            [any(ends[i]) for i in running],
-        ) if running else []
+        done = self.done
+        results = self.batch.step([None if done[i] else a for i, a in enumerate(actions)])
         rewards = np.zeros(self.num_envs, dtype=np.float64)
         terminated = np.zeros(self.num_envs, dtype=bool)
         truncated = np.zeros(self.num_envs, dtype=bool)
         infos: dict[str, Any] = {}
         self.env_infos = [{} for _ in range(self.num_envs)]
-        for i, reward in zip(running, scored):
-            _, rewards[i], terminated[i], truncated[i], info = self.envs[i]._finish_step(reward, *ends[i])
-            self.env_infos[i] = info
-            infos = self._add_info(infos, info, i)
-        self._done |= terminated | truncated
+        for i, result in enumerate(results):
+            if result is None:
+                continue
+            rewards[i], terminated[i], truncated[i] = float(result.reward.value), result.terminated, result.truncated
+            self.env_infos[i] = self.batch.sessions[i].info()
+            infos = self._add_info(infos, self.env_infos[i], i)
         return self._observations(), rewards, terminated, truncated, infos
 
-    def _respond(self, idx: list[int]) -> None:
-        if not idx:
-            return
-        replies = self.patient.respond([self.envs[i]._state for i in idx], [self.envs[i].transcript for i in idx])
-        for i, reply in zip(idx, replies):
-            self.envs[i]._apply_reply(reply)
+    def fork(self, i: int, n: int = 1) -> SessionBatch:
+        """``n`` independent copies of session ``i`` mid-episode, as a batch to step on its own."""
+        return self.batch.fork(i, n)
+
+    def snapshot(self, i: int) -> Session:
+        """An independent copy of session ``i``."""
+        return self.batch.snapshot(i)
 
     def _observations(self) -> tuple[str, ...]:
-        return tuple(env._observation() for env in self.envs)
+        return tuple("" if s is None else s.observation(self.max_obs_chars) for s in self.batch.sessions)
 
     def render(self) -> tuple[str, ...]:
         return self._observations()
 
     @property
-    def transcripts(self):
-        return [env.transcript for env in self.envs]
+    def sessions(self) -> list[Session | None]:
+        """The sessions, one per sub-env (``profile``, ``transcript``, ``patient_state``...)."""
+        return self.batch.sessions
+
+    #: What code written for a list of single envs reads (``venv.envs[i].transcript``, ``.profile``).
+    envs = sessions
+
+    @property
+    def patient(self):
+        return self.batch.patient
+
+    @property
+    def reward_fn(self):
+        return self.batch.reward_fn
+
+    @property
+    def transcripts(self) -> list[Transcript | None]:
+        return [None if s is None else s.transcript for s in self.batch.sessions]
 
     @property
     def done(self) -> np.ndarray:
-        return self._done.copy()
+        return np.array([s is None or s.done for s in self.batch.sessions], dtype=bool)

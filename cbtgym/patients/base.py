@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from dataclasses import dataclass, field, fields, replace
+from typing import Any, Protocol, Sequence
 
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
@@ -33,6 +33,23 @@ class PatientState:
     #: Set by the env before a reply: this reply is the session's last (its round budget is reached).
     last_round: bool = False
 
+    def copy(self) -> "PatientState":
+        """An independent copy (the profile, immutable, is shared)."""
+        return replace(self, disclosed=list(self.disclosed), disclosed_turn=list(self.disclosed_turn))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Everything but the profile, JSON-serialisable; :meth:`from_dict` with the profile restores it."""
+        return {f.name: _unshared(getattr(self, f.name)) for f in fields(self) if f.name != "profile"}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], profile: PatientProfile) -> "PatientState":
+        """The state :meth:`to_dict` saved, for ``profile``; unknown keys are an error naming them."""
+        known = {f.name for f in fields(cls)} - {"profile"}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"PatientState.from_dict: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
+        return cls(profile=profile, **{k: _unshared(v) for k, v in data.items()})
+
     def disclose(self, layer: str, turn: int) -> None:
         """Record that ``layer`` unlocked just before patient reply number ``turn`` (0-based)."""
         self.disclosed.append(layer)
@@ -57,6 +74,11 @@ class PatientState:
             "thought": True,
             "belief": p.core_belief is not None,
         }[layer]
+
+
+def _unshared(value: Any) -> Any:
+    """Lists copied, so a saved or restored state never shares one with its source."""
+    return list(value) if isinstance(value, list) else value
 
 
 @dataclass

@@ -39,11 +39,6 @@ class Cues:
     presses: bool
     ends_session: bool
 
-    @property
-    def fits(self) -> bool:
-        """An inviting, non-pressing move."""
-        return (self.open_question or self.validates) and not self.presses
-
 
 def read_cues(utterance: str) -> Cues:
     """Read the cues of one therapist utterance."""

@@ -14,8 +14,8 @@ from typing import Any, Sequence
 
 from ..backends.base import Sampling
 from ..backends.hf import HFBackend
-from ..envs.cbt_session import make_patient, make_reward
-from ..envs.vector import CBTSessionVectorEnv
+from ..envs.sessions import EpisodeSpec, SessionBatch, make_patient, make_reward
+from ..patients import PatientState
 from ..profiles import load_profiles
 from ..transcript import Transcript
 
@@ -61,26 +61,26 @@ class EnvRollout:
         }
 
     def _states(self, policy: HFBackend, rows: list[tuple[int, int]]) -> dict[tuple[int, int], tuple[Transcript, dict]]:
-        """Play each session greedily with the current policy up to its turn (one batch for all)."""
-        venv = CBTSessionVectorEnv(len(rows), **self.env_kwargs)
-        venv.reset(seed=[seed for seed, _ in rows])
+        """Play each session greedily with the current policy up to its turn (one batch for all).
+
+        Each row's state is its transcript and its patient state (:meth:`PatientState.to_dict`), JSON-ready.
+        """
+        batch = SessionBatch.from_kwargs(**self.env_kwargs)
+        sessions = batch.reset([EpisodeSpec(seed) for seed, _ in rows])
         greedy = Sampling(max_new_tokens=self.sampling.max_new_tokens)
         out: dict[tuple[int, int], tuple[Transcript, dict]] = {}
         for step in range(max(t for _, t in rows) + 1):
-            for i, (seed, turn) in enumerate(rows):
-                if turn == step or (venv.done[i] and (seed, turn) not in out):
-                    st = venv.envs[i]._state
-                    keys = ("disclosed", "disclosed_turn", "trust", "pressure", "satisfaction", "left")
-                    memory = {k: getattr(st, k) for k in keys}
-                    out[(seed, turn)] = (venv.transcripts[i].copy(), json.loads(json.dumps(memory)))
-            live = [i for i, (_, t) in enumerate(rows) if not venv.done[i] and t > step]
+            for (seed, turn), s in zip(rows, sessions):
+                if turn == step or (s.done and (seed, turn) not in out):
+                    out[(seed, turn)] = (s.transcript.copy(), s.patient_state.to_dict())
+            live = [i for i, ((_, t), s) in enumerate(zip(rows, sessions)) if not s.done and t > step]
             if not live:
                 break
-            said = policy.generate([venv.transcripts[i].as_chat("therapist", self.system_prompt) for i in live], greedy)
-            actions = [""] * len(rows)
+            said = policy.generate([sessions[i].transcript.as_chat("therapist", self.system_prompt) for i in live], greedy)
+            actions: list[str | None] = [None] * len(rows)
             for i, a in zip(live, said):
                 actions[i] = a.strip() or "..."
-            venv.step(actions)
+            batch.step(actions)
         return out
 
 
@@ -103,9 +103,7 @@ class EnvReward:
             profile = self.profiles[t.profile_id]
             if profile.attitude != t.attitude:
                 profile = profile.with_attitude(t.attitude)
-            state = self.patient.new_state(profile)
-            for key, value in saved["patient"].items():
-                setattr(state, key, value)
+            state = PatientState.from_dict(saved["patient"], profile)
             transcripts.append(t)
             profiles.append(profile)
             states.append(state)

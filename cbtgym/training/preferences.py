@@ -23,14 +23,13 @@ pair is lost or duplicated.
 
 from __future__ import annotations
 
-import copy
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..backends.base import Backend, Sampling
-from ..envs.vector import CBTSessionVectorEnv
+from ..envs.sessions import SessionBatch
 from ..jsonl import JsonlWriter, done_keys, read_jsonl
 from ..profiles import load_profiles
 from ..rollout import EpisodeSpec
@@ -110,22 +109,22 @@ def collect_candidates(
     todo = [s for s in specs if s.key not in finished]
     if progress:
         progress(len(specs) - len(todo))
+    batch = SessionBatch.from_kwargs(**env_kwargs) if todo else None
     with JsonlWriter(out) as writer:
         for start in range(0, len(todo), batch_size):
             chunk = todo[start:start + batch_size]
-            venv = CBTSessionVectorEnv(len(chunk), **env_kwargs)
-            venv.reset(seed=[s.seed for s in chunk], options={"per_env": [s.options() for s in chunk]})
-            records = [{"key": s.key, "seed": s.seed, "profile_id": venv.envs[i].profile.id, "states": []}
-                       for i, s in enumerate(chunk)]
+            sessions = batch.reset(chunk)
+            records = [{"key": s.key, "seed": s.seed, "profile_id": sess.profile.id, "states": []}
+                       for s, sess in zip(chunk, sessions)]
             turn = 0
-            while not venv.done.all():
-                idx = [i for i in range(len(chunk)) if not venv.done[i]]
-                convs = [venv.envs[i].transcript.as_chat("therapist", system_prompt) for i in idx]
+            while not all(sess.done for sess in sessions):
+                idx = [i for i, sess in enumerate(sessions) if not sess.done]
+                convs = [sessions[i].transcript.as_chat("therapist", system_prompt) for i in idx]
                 seed = chunk[0].seed * 1000 + turn
                 openings = [[g[(turn + i) % len(g)] for g in groups] for i in idx] if groups else None
                 cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor, openings)
-                scores = _score(venv, idx, cands, scoring)
-                actions = [""] * len(chunk)
+                scores = _score(batch, idx, cands, scoring)
+                actions: list[str | None] = [None] * len(chunk)
                 for j, i in enumerate(idx):
                     state = {"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]}
                     if greedy_anchor:
@@ -140,7 +139,7 @@ def collect_candidates(
                     else:
                         free = k - len(groups)
                         actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
-                venv.step(actions)
+                batch.step(actions)
                 turn += 1
             for rec in records:
                 writer.write(rec)
@@ -183,21 +182,21 @@ def opening_groups(explore_prefixes: Sequence[str | Sequence[str]]) -> list[list
     return groups
 
 
-def _score(venv: CBTSessionVectorEnv, idx: list[int], cands: list[list[str]], scoring: CandidateScoring) -> list[list[float]]:
-    """Score every candidate of every running session with ONE reward call (and one patient call)."""
-    profiles, transcripts, states = [], [], []
-    for j, i in enumerate(idx):
-        env = venv.envs[i]
-        for c in cands[j]:
-            t = env.transcript.copy()
-            t.add("therapist", c)
-            profiles.append(env.profile)
-            transcripts.append(t)
-            states.append(copy.deepcopy(env._state))
+def _score(batch: SessionBatch, idx: list[int], cands: list[list[str]], scoring: CandidateScoring) -> list[list[float]]:
+    """Score every candidate of every running session with ONE reward call (and one patient call).
+
+    Each candidate goes, as the policy wrote it, into a copy of its session (``"patient"``: the
+    patient answers it, its reply as generated), scored with ``done=False``. Not a core step
+    (which cleans the text and ends the session on a closing): the scores pairs were made with.
+    """
+    copies = [batch.sessions[i].copy() for j, i in enumerate(idx) for _ in cands[j]]
+    for session, c in zip(copies, (c for cs in cands for c in cs)):
+        session.transcript.add("therapist", c)
+    transcripts = [s.transcript for s in copies]
     if scoring.mode == "patient":
-        for t, reply in zip(transcripts, venv.patient.respond(states, transcripts)):
+        for t, reply in zip(transcripts, batch.patient.respond([s.patient_state for s in copies], transcripts)):
             t.add("patient", reply.text, satisfaction=reply.satisfaction, meta=reply.meta)
-    rewards = venv.reward_fn(transcripts, profiles, [False] * len(transcripts))
+    rewards = batch.reward_fn(transcripts, [s.profile for s in copies], [False] * len(transcripts))
     flat = [float(r.value) for r in rewards]
     k = len(cands[0]) if cands else 0
     return [flat[j * k:(j + 1) * k] for j in range(len(idx))]
