@@ -8,7 +8,7 @@ from typing import Any, Callable, Iterator, Protocol, Sequence
 from .envs.sessions import EpisodeSpec, SessionBatch
 from .transcript import Transcript
 
-__all__ = ["Episode", "EpisodeSpec", "Therapist", "play_batch", "run_episodes"]
+__all__ = ["Act", "Episode", "EpisodeSpec", "Therapist", "play_batch", "play_out", "run_episodes"]
 
 #: The therapist of :func:`play_batch`: the indices of the running sessions and their transcripts -> one utterance each.
 Act = Callable[[Sequence[int], Sequence[Transcript]], Sequence[str]]
@@ -44,17 +44,29 @@ class Episode:
 
 def play_batch(batch: SessionBatch, specs: Sequence[EpisodeSpec], act: Act,
                on_step: Callable[[int], None] | None = None) -> list[Episode]:
-    """Start ``specs`` in ``batch`` and step them until all have ended: the one rollout loop.
+    """Start ``specs`` in ``batch`` and step them until all have ended (:func:`play_out`)."""
+    sessions = batch.reset(specs)
+    rewards, comps = play_out(batch, act, on_step)
+    return [Episode(spec, s.transcript.copy(), rewards[j], comps[j]) for j, (spec, s) in enumerate(zip(specs, sessions))]
+
+
+def play_out(batch: SessionBatch, act: Act,
+             on_step: Callable[[int], None] | None = None) -> tuple[list[list[float]], list[list[dict[str, Any]]]]:
+    """Step every running session of ``batch`` until all have ended: the one rollout loop.
 
     Each step makes one ``act`` call for the running sessions (``act(indices, transcripts)``,
-    indices into ``specs``), then one patient call and one reward call for the whole batch.
-    ``on_step`` gets the number of sessions stepped.
+    indices into ``batch.sessions``), then one patient call and one reward call for the whole
+    batch; ``on_step`` gets the number of sessions stepped. Works as well on a batch of forks
+    taken mid-episode (:meth:`SessionBatch.fork`). Returns each session's step rewards and
+    reward components.
     """
-    sessions = batch.reset(specs)
-    rewards: list[list[float]] = [[] for _ in specs]
-    comps: list[list[dict[str, Any]]] = [[] for _ in specs]
-    while not all(s.done for s in sessions):
-        idx = [j for j, s in enumerate(sessions) if not s.done]
+    sessions = batch.sessions
+    rewards: list[list[float]] = [[] for _ in sessions]
+    comps: list[list[dict[str, Any]]] = [[] for _ in sessions]
+    while True:
+        idx = [j for j, s in enumerate(sessions) if s is not None and not s.done]
+        if not idx:
+            return rewards, comps
         actions: list[str | None] = [None] * len(sessions)
         for j, a in zip(idx, act(idx, [sessions[j].transcript for j in idx])):
             actions[j] = a
@@ -64,7 +76,6 @@ def play_batch(batch: SessionBatch, specs: Sequence[EpisodeSpec], act: Act,
             comps[j].append(dict(results[j].reward.components))
         if on_step:
             on_step(len(idx))
-    return [Episode(spec, s.transcript.copy(), rewards[j], comps[j]) for j, (spec, s) in enumerate(zip(specs, sessions))]
 
 
 def run_episodes(

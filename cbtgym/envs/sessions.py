@@ -156,6 +156,14 @@ class SessionBatch:
     answer (one backend call, plus one for ratings when an LLM patient rates) and one
     ``reward_fn`` call for every stepped session.
 
+    * Start: the therapist's ``opening`` and the patient's reply, the profile drawn with the
+      session's generator (or named by the spec).
+    * Action: the therapist's next utterance (a str), mapped onto the env's text space.
+    * Observation: :meth:`Session.observation` (the rendered dialogue) and :meth:`Session.info`.
+    * Reward: ``reward_fn(transcripts, profiles, done)``, one :class:`StepReward` per stepped session.
+    * End: terminated when the therapist closes the session or the patient leaves; truncated at
+      ``max_rounds`` therapist turns, ``max_turns`` utterances or ``max_words`` words.
+
     Args:
         profiles: The profiles :meth:`reset` draws from (non-empty list).
         patient: A patient object (:class:`~cbtgym.patients.RulePatient`, :class:`~cbtgym.patients.LLMPatient`).

@@ -206,3 +206,19 @@ def test_a_server_error_mid_step_leaves_the_env_as_before_over_http():
         steady.step(OPENER)
         client.close()
     assert env.transcript.to_dict() == steady.transcript.to_dict() and env.session.round == 1
+
+
+def test_forks_taken_mid_episode_play_to_the_end_with_the_rollout_loop():
+    from cbtgym.rollout import play_out
+
+    batch = SessionBatch(profiles(), RulePatient(), lambda t, p, d: [StepReward(float(x)) for x in d], max_rounds=3)
+    batch.reset([EpisodeSpec(1), EpisodeSpec(2)])
+    batch.step([OPENER, OPENER])
+    before = [state_of(s) for s in batch.sessions]
+    forks = batch.fork([0, 1], 2)
+    forks.step(BRANCHES[:2] * 2)  # one candidate per copy, then the policy plays on
+    seen = []
+    rewards, _ = play_out(forks, lambda idx, ts: seen.append(list(idx)) or ["What else did you notice?"] * len(idx))
+    assert seen == [[0, 1, 2, 3]] and all(s.done and s.round == 3 for s in forks.sessions)
+    assert rewards == [[1.0]] * 4  # done=True on the step that reached the round budget
+    assert [state_of(s) for s in batch.sessions] == before
