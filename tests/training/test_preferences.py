@@ -88,6 +88,37 @@ def test_patient_scoring_mode_scores_after_the_patient_answers(tmp_path):
     assert "patient" in seen
 
 
+class RawPolicy(ToyPolicy):
+    """Candidates with typographic quotes and a line break: what a policy writes before the env cleans it."""
+
+    def _generate(self, conversations, sampling):
+        texts, _ = super()._generate(conversations, sampling)
+        return [t.replace("What", "What\u2019s\nwhat") for t in texts], None
+
+
+@pytest.mark.parametrize("mode", ["turn", "patient"])
+def test_candidates_are_scored_as_written_with_done_false_and_leave_the_sessions_alone(tmp_path, mode):
+    """The scores pairs were made with: the raw candidate in a copy of its session, never a core step."""
+    seen = []
+
+    def reward(transcripts, profiles, done):
+        seen.append((len(transcripts), list(done), [t.turns[-2 if mode == "patient" else -1] for t in transcripts],
+                     [t.last("therapist").text for t in transcripts]))
+        return [StepReward(0.0) for _ in transcripts]
+
+    specs = [EpisodeSpec(seed=i) for i in range(2)]
+    path = collect_candidates(RawPolicy(), "system", specs, tmp_path, k=4, sampling=Sampling(max_new_tokens=8, temperature=1.0),
+                              batch_size=2, profiles=profiles(), max_rounds=2, reward_fn=reward, scoring=CandidateScoring(mode))
+    scored = [turns for n, _, turns, _ in seen if n == 8]  # the candidate scoring calls (2 sessions x 4)
+    assert scored and all(not any(done) for n, done, _, _ in seen if n == 8)
+    raw = {c for rec in read_jsonl(path) for st in rec["states"] for c in st["candidates"]}
+    assert any("\u2019s\n" in c for c in raw)
+    assert all(t.speaker == "therapist" and t.text in raw for turns in scored for t in turns)
+    # The session itself went on with the cleaned text, one therapist turn per step.
+    stepped = [text for n, _, _, texts in seen if n == 2 for text in texts]
+    assert stepped and all("\u2019" not in text and "What's\nwhat" in text or "What" not in text for text in stepped)
+
+
 def _collect_slowly(out):
     collect(out, n=9, reward=CountingReward(delay=0.05))
 
