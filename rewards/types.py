@@ -1,10 +1,10 @@
-"""The typed result every judge returns, and the adapter to TRL's reward-function shape."""
+"""The typed result every session judge returns."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 @dataclass
@@ -45,18 +45,3 @@ class JudgeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def trl_reward_fn(score_batch: Callable[..., Sequence[JudgeResult]], name: str) -> Callable[..., list[float | None]]:
-    """Wrap a batched judge call as a TRL reward function.
-
-    TRL calls ``f(prompts, completions, **dataset_columns) -> list[float | None]``;
-    ``None`` tells TRL the reward does not apply, which is what a judge that failed
-    to parse must say (never 0.0, which would be a real, wrong reward).
-    """
-
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
-        return [r.total for r in score_batch(prompts, completions, **columns)]
-
-    reward.__name__ = name
-    return reward
