@@ -1,4 +1,4 @@
-"""The typed result every session judge returns."""
+"""The result family of every judge: :class:`JudgeResult` per session, :class:`ItemResult` per utterance."""
 
 from __future__ import annotations
 
@@ -45,3 +45,28 @@ class JudgeResult:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class ItemResult:
+    """Base of the per-utterance results (act label, crisis finding, reply check).
+
+    Utterance judges keep item-shaped inputs and their own fields, but every result says whether
+    it was decided (:attr:`ok`), keeps the raw model text and the ``parse_failed`` flag, and turns
+    into a :class:`JudgeResult` the same way, so reports and logs treat all judges alike.
+    """
+
+    raw: str
+    parse_failed: bool
+
+    @property
+    def ok(self) -> bool:
+        """Decided: parsed, with a verdict (``None`` verdicts mean "could not tell")."""
+        return not self.parse_failed and self.verdict() is not None
+
+    def verdict(self) -> Any:
+        """The result's decision (label, crisis flag, safe flag), ``None`` when undecided."""
+        raise NotImplementedError
+
+    def to_judge_result(self, judge: str) -> JudgeResult:
+        """This result as a :class:`JudgeResult` (``total`` ``None`` when undecided)."""
+        raise NotImplementedError

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 from .embedded import EmbeddedCrisisDetector, EmbeddedReplyChecker
 from .files import read_safety_items, safety_file
-from .findings import CRISIS_TYPES, REQUIREMENTS, SEVERITY, VIOLATIONS, CrisisFinding, ReplyCheck
+from .findings import (
+    CRISIS_TYPES, REQUIREMENTS, SEVERITY, VIOLATIONS, CrisisDetector, CrisisFinding, ReplyCheck, ReplyChecker,
+)
 from .judge import SafetyJudge, violation
 from .llm import LLMCrisisDetector, LLMReplyChecker
 
 __all__ = [
-    "CRISIS_TYPES", "REQUIREMENTS", "SEVERITY", "VIOLATIONS", "CrisisFinding", "ReplyCheck",
+    "CRISIS_TYPES", "REQUIREMENTS", "SEVERITY", "VIOLATIONS", "CrisisDetector", "CrisisFinding", "ReplyCheck", "ReplyChecker",
     "EmbeddedCrisisDetector", "EmbeddedReplyChecker", "LLMCrisisDetector", "LLMReplyChecker",
     "SafetyJudge", "violation", "safety_file", "read_safety_items",
 ]

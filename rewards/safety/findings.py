@@ -8,9 +8,11 @@ that did not parse), never "safe".
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from cbtgym.profiles.schema import RISK_FLAGS
+
+from ..types import ItemResult, JudgeResult
 
 #: Crisis types, the same names as the profile schema's risk flags.
 CRISIS_TYPES: tuple[str, ...] = RISK_FLAGS
@@ -60,7 +62,7 @@ def order_types(types: Iterable[str]) -> tuple[str, ...]:
 
 
 @dataclass
-class CrisisFinding:
+class CrisisFinding(ItemResult):
     """Whether one patient text signals a crisis.
 
     Attributes:
@@ -88,6 +90,21 @@ class CrisisFinding:
     def failed(cls, raw: str = "") -> "CrisisFinding":
         return cls(None, None, (), {}, True, raw)
 
+    def verdict(self) -> bool | None:
+        return self.crisis
+
+    def to_judge_result(self, judge: str) -> JudgeResult:
+        """``total`` 1.0 for a crisis, 0.0 for none, ``None`` unknown; one 0/1 score per crisis type."""
+        known = self.crisis is not None
+        return JudgeResult(
+            total=None if not known else float(bool(self.crisis)),
+            scores={t: (float(t in self.types) if known else None) for t in CRISIS_TYPES},
+            rationale="; ".join(f"{t}: {span!r}" for t, span in self.evidence.items()),
+            raw=self.raw,
+            parse_failed=self.parse_failed,
+            meta={"judge": judge, "crisis_type": self.crisis_type},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["types"] = list(self.types)
@@ -95,7 +112,7 @@ class CrisisFinding:
 
 
 @dataclass
-class ReplyCheck:
+class ReplyCheck(ItemResult):
     """Whether one therapist reply is safe, given the patient text it answers.
 
     Attributes:
@@ -124,7 +141,53 @@ class ReplyCheck:
         """Violations and ``missing:<requirement>`` entries together, for logs and reports."""
         return self.violations + tuple(f"missing:{m}" for m in self.missing)
 
+    def verdict(self) -> bool | None:
+        return self.response_safe
+
+    def to_judge_result(self, judge: str) -> JudgeResult:
+        """``total`` 1.0 safe, 0.0 unsafe, ``None`` unknown; one 0/1 score per violation and missing requirement."""
+        known = self.response_safe is not None
+        names = [*VIOLATIONS, *(f"missing:{r}" for r in REQUIREMENTS)]
+        return JudgeResult(
+            total=None if not known else float(bool(self.response_safe)),
+            scores={n: (float(n in self.problems) if known else None) for n in names},
+            rationale="; ".join(f"{k}: {v!r}" for k, v in self.evidence.items()),
+            raw=self.raw,
+            parse_failed=self.parse_failed,
+            meta={"judge": judge},
+        )
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["violations"], d["missing"] = list(self.violations), list(self.missing)
         return d
+
+
+class CrisisDetector:
+    """Base of the crisis detectors: ``detect(texts) -> list[CrisisFinding]``, and the same as judge results."""
+
+    name = "crisis"
+
+    def detect(self, texts: Sequence[str]) -> list[CrisisFinding]:
+        raise NotImplementedError
+
+    def judge(self, texts: Sequence[str]) -> list[JudgeResult]:
+        """:meth:`detect` as :class:`~rewards.types.JudgeResult` (see :meth:`CrisisFinding.to_judge_result`)."""
+        return [f.to_judge_result(self.name) for f in self.detect(texts)]
+
+
+class ReplyChecker:
+    """Base of the reply checkers: ``check(patient_texts, replies, crises) -> list[ReplyCheck]``, and as judge results."""
+
+    name = "reply_check"
+
+    def check(
+        self, patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None = None
+    ) -> list[ReplyCheck]:
+        raise NotImplementedError
+
+    def judge(
+        self, patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None = None
+    ) -> list[JudgeResult]:
+        """:meth:`check` as :class:`~rewards.types.JudgeResult` (see :meth:`ReplyCheck.to_judge_result`)."""
+        return [c.to_judge_result(self.name) for c in self.check(patient_texts, replies, crises)]

@@ -16,8 +16,8 @@ from typing import Any, Mapping, Sequence
 from cbtgym.backends.base import Backend
 from cbtgym.llm import Attempted, LLMCaller, extract_json, fence, render_prompt, text_field
 
-from .embedded import _check_texts
-from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisFinding, ReplyCheck, order_types
+from .embedded import _check_texts, reply_check_inputs
+from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisDetector, CrisisFinding, ReplyCheck, ReplyChecker, order_types
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 
@@ -130,7 +130,7 @@ class _LLMSafetyCheck(LLMCaller):
         return self.call(prompts, parsers, self.schema)
 
 
-class LLMCrisisDetector(_LLMSafetyCheck):
+class LLMCrisisDetector(_LLMSafetyCheck, CrisisDetector):
     """Crisis detection by an LLM; same output as :class:`~rewards.safety.embedded.EmbeddedCrisisDetector`.
 
     Args:
@@ -158,7 +158,7 @@ class LLMCrisisDetector(_LLMSafetyCheck):
         return [a.value if a.ok else CrisisFinding.failed("\n\n--- next attempt ---\n\n".join(a.raw)) for a in done]
 
 
-class LLMReplyChecker(_LLMSafetyCheck):
+class LLMReplyChecker(_LLMSafetyCheck, ReplyChecker):
     """Reply checking by an LLM; same output as :class:`~rewards.safety.embedded.EmbeddedReplyChecker`.
 
     Args:
@@ -204,14 +204,7 @@ class LLMReplyChecker(_LLMSafetyCheck):
         self, patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None = None
     ) -> list[ReplyCheck]:
         """One check per reply; one ``generate()`` call per attempt for the batch (plus detection if needed)."""
-        patient_texts = _check_texts(patient_texts, "patient_texts")
-        replies = _check_texts(replies, "replies")
-        if len(patient_texts) != len(replies):
-            raise ValueError(f"got {len(patient_texts)} patient texts for {len(replies)} replies; pass one per reply")
-        if crises is None:
-            crises = self.detector.detect(patient_texts)
-        elif len(crises) != len(replies):
-            raise ValueError(f"got {len(crises)} crisis findings for {len(replies)} replies; pass one per reply")
+        patient_texts, replies, crises = reply_check_inputs(patient_texts, replies, crises, self.detector)
         prompts = [self.prompt(p, r, c) for p, r, c in zip(patient_texts, replies, crises)]
         parsers = [lambda text, c=c: parse_reply_check(text, c) for c in crises]
         done = self._run(prompts, parsers)

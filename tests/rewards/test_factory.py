@@ -46,3 +46,21 @@ def test_bad_kinds_and_specs_name_the_fix(kind, spec, message):
 
 def test_every_kind_has_a_version():
     assert all(jt.embedded or jt.llm for jt in JUDGES.values())
+
+
+def test_utterance_judges_share_the_result_family():
+    # act labels, crisis findings and reply checks all become JudgeResults the same way
+    from rewards.types import ItemResult, JudgeResult
+
+    detector = make_judge("crisis", "rules")
+    checker = make_judge("reply_check", "rules", detector=detector)
+    texts = ["I want to die.", "Work was busy today."]
+    findings = detector.detect(texts)
+    assert all(isinstance(f, ItemResult) and f.ok for f in findings)
+    crisis, calm = detector.judge(texts)
+    assert isinstance(crisis, JudgeResult) and crisis.total == 1.0 and crisis.scores["suicidal_ideation"] == 1.0
+    assert calm.total == 0.0 and not any(calm.scores.values())
+    unsafe, safe = checker.judge(texts, ["Okay.", "What made it busy?"], findings)
+    assert unsafe.total == 0.0 and unsafe.scores["missing:crisis_resources"] == 1.0 and safe.total == 1.0
+    failed = make_judge("crisis", ScriptedBackend(["not json"]), max_attempts=1).judge(["I want to die."])[0]
+    assert failed.total is None and failed.parse_failed and all(v is None for v in failed.scores.values())
