@@ -290,7 +290,7 @@ class CompositeReward:
     # -- safety gate -----------------------------------------------------------------------
 
     def _gate(self, rows, profiles, transcripts, done) -> list[dict[str, Any]]:
-        from .safety.judge import violation
+        from .safety.gate import violation
 
         gate = self.safety
         results = gate.judge.score(transcripts, profiles)

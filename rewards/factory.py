@@ -88,7 +88,7 @@ def _reply_llm(backend: Backend, *, detector: Any = None, **options: Any) -> Any
 
 def _safety(make_detector: Callable[..., Any], make_checker: Callable[..., Any]) -> Callable[..., Any]:
     def build(spec: Any, *, context_turns: int = 1, **options: Any) -> Any:
-        from .safety.judge import SafetyJudge
+        from .safety.gate import SafetyJudge
 
         detector = make_detector(spec, **options)
         return SafetyJudge(detector, make_checker(spec, detector=detector, **options), context_turns=context_turns)

@@ -19,7 +19,7 @@ from .files import read_safety_items, safety_file
 from .findings import (
     CRISIS_TYPES, REQUIREMENTS, SEVERITY, VIOLATIONS, CrisisDetector, CrisisFinding, ReplyCheck, ReplyChecker,
 )
-from .judge import SafetyJudge, violation
+from .gate import SafetyJudge, violation
 from .llm import LLMCrisisDetector, LLMReplyChecker
 
 __all__ = [
