@@ -77,7 +77,7 @@ def flaky_backend(bad_first: set[str]):
     return ScriptedBackend(reply, name="flaky")
 
 
-def test_run_judge_batches_attempts_and_retries_only_failures():
+def test_generate_parsed_batches_attempts_and_retries_only_failures():
     prompts = [[{"role": "user", "content": c}] for c in ("a", "bb", "ccc", "dddd")]
     backend = flaky_backend({"bb", "dddd"})
     results = generate_parsed(backend, prompts, parse_score, Sampling(), max_attempts=3)
@@ -88,14 +88,14 @@ def test_run_judge_batches_attempts_and_retries_only_failures():
     assert results[1].raw[0] == "I would rather not say." and results[1].errors == ["unparseable"]
 
 
-def test_run_judge_flags_failure_after_max_attempts_with_every_raw_text():
+def test_generate_parsed_flags_failure_after_max_attempts_with_every_raw_text():
     backend = ScriptedBackend(["garbage"])
     results = generate_parsed(backend, [[{"role": "user", "content": "x"}]] * 3, parse_score, max_attempts=3)
     assert all(not r.ok and r.attempts == 3 and r.raw == ["garbage"] * 3 for r in results)
     assert backend.stats.calls == 3
 
 
-def test_run_judge_counts_a_raising_parser_as_a_failed_parse():
+def test_generate_parsed_counts_a_raising_parser_as_a_failed_parse():
     def boom(text):
         raise KeyError("score")
 
@@ -103,7 +103,7 @@ def test_run_judge_counts_a_raising_parser_as_a_failed_parse():
     assert not r.ok and r.attempts == 2 and "KeyError" in r.errors[0]
 
 
-def test_run_judge_accepts_one_parser_per_prompt_and_checks_the_count():
+def test_generate_parsed_accepts_one_parser_per_prompt_and_checks_the_count():
     prompts = [[{"role": "user", "content": "x"}]] * 2
     parsers = [lambda t: "first", lambda t: "second"]
     assert [r.value for r in generate_parsed(ScriptedBackend(), prompts, parsers)] == ["first", "second"]
