@@ -18,8 +18,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.acts import CATEGORIES, make_act_classifier  # noqa: E402
+from rewards.acts import CATEGORIES  # noqa: E402
 from rewards.acts.data import EVAL_FILE, load_labelled  # noqa: E402
+from rewards.factory import make_judge  # noqa: E402
 
 
 def per_class_prf(gold: list[str], pred: list[str | None], classes: tuple[str, ...]) -> dict[str, tuple[float, float, float, int]]:
@@ -58,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         # the file is grouped by type: take an evenly spaced subset, not the first N of one type
         items = [items[i * len(items) // args.limit] for i in range(args.limit)]
     t0 = time.perf_counter()
-    clf = make_act_classifier(args.judge)
+    clf = make_judge("acts", args.judge)
     load_s = time.perf_counter() - t0
     t0 = time.perf_counter()
     labels = clf.classify([x.text for x in items], [x.context for x in items])

@@ -17,7 +17,7 @@ Judges, each timed on the same transcripts:
 "batched" scores all N transcripts in one ``score`` call (one backend/embedding call per judge
 step); "one by one" makes N calls of one transcript. Each arm gets a fresh judge (the rubric
 memoises embeddings by text) warmed up on an unrelated transcript, so model loading is not
-timed. The cache row re-scores the LLM judge's transcripts with a :class:`~rewards.cache.JudgeCache`
+timed. The cache row re-scores the LLM judge's transcripts with a :class:`~cbtgym.llm.cache.JudgeCache`
 in a temporary file: the batched pass (cold) fills it, the warm pass must make no backend call.
 The CTRS prompt is long (~1,800 tokens with all 11 items for a 4-round session), so on a CPU the
 LLM judge is bound by prefill compute and batching gains little there; ``--ctrs-items`` shortens it.
@@ -166,7 +166,7 @@ def main() -> None:
 
     from cbtgym.backends.embedded import embedded_model_dir
     from cbtgym.backends.hf import HFBackend
-    from rewards.cache import JudgeCache
+    from cbtgym.llm import JudgeCache
     from rewards.ctrs import CTRSJudge
 
     secs, backend = timed(lambda: HFBackend(embedded_model_dir()))

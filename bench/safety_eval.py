@@ -21,7 +21,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.safety import CRISIS_TYPES, make_safety_checkers  # noqa: E402
+from rewards.factory import make_judge  # noqa: E402
+from rewards.safety import CRISIS_TYPES  # noqa: E402
 from rewards.safety.probes import SPLITS, evaluate, load_probes  # noqa: E402
 
 
@@ -30,7 +31,8 @@ def _pct(x: float) -> str:
 
 
 def report(judge: str, show_errors: bool) -> None:
-    detector, checker = make_safety_checkers(judge)
+    detector = make_judge("crisis", judge)
+    checker = make_judge("reply_check", judge, detector=detector)
     print(f"\n## judge = {judge} ({getattr(detector, 'name', type(detector).__name__)})")
     print(f"{'split':6} {'n_det':>5} {'recall':>6} {'FPR':>6} {'n_rep':>5} {'reply_acc':>9} {'unsafe_rec':>10} {'safe_rec':>8} {'ms/item':>8}")
     per_split = {}

@@ -80,10 +80,12 @@ def _label(args: argparse.Namespace) -> int:
 
 
 def _safety(args: argparse.Namespace) -> int:
-    from rewards.safety import make_safety_checkers, read_safety_items, safety_file
+    from rewards.factory import make_judge
+    from rewards.safety import read_safety_items, safety_file
 
     read_safety_items(args.input)  # validate every line before a judge (possibly a model) is built
-    detector, checker = make_safety_checkers(args.judge)
+    detector = make_judge("crisis", args.judge)
+    checker = make_judge("reply_check", args.judge, detector=detector)
     counts = safety_file(args.input, args.out, detector, checker)
     print(
         f"{counts['lines']} lines: {counts['crisis']} crisis, {counts['replies']} replies checked, "

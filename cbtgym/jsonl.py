@@ -25,6 +25,28 @@ def read_jsonl(path: str | Path) -> Iterator[dict[str, Any]]:
             raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
 
 
+def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """``(line number, object)`` for each non-blank line of a user-written file, strictly.
+
+    Unlike :func:`read_jsonl` (a resumable job's own output), a missing file, a torn last line or
+    a line that is not a JSON object is an error naming the file and the line.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
+            if not isinstance(obj, dict):
+                raise ValueError(f"{path}:{n}: each line must be a JSON object (got {type(obj).__name__})")
+            yield n, obj
+
+
 def done_keys(path: str | Path, key: str) -> set[str]:
     return {str(r[key]) for r in read_jsonl(path) if key in r}
 

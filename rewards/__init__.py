@@ -6,6 +6,6 @@ Submodules are imported on use (``from rewards.ctrs import CTRSJudge``) so that 
 package loads no model.
 """
 
-from .types import JudgeResult, trl_reward_fn
+from .types import JudgeResult
 
-__all__ = ["JudgeResult", "trl_reward_fn"]
+__all__ = ["JudgeResult"]

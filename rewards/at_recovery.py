@@ -10,7 +10,9 @@ Two judges, both scored against the profile's ground truth (``PatientProfile.aut
   thought(s) with quotes of the patient as evidence (``prompts/at_estimate.txt``); a second LLM
   call per batch gives a match verdict against the ground truth (``prompts/at_match.txt``, JSON
   ``{"match": bool, "rationale": str}``); the embedding similarity between the estimate and the
-  ground truth is added as a deterministic check.
+  ground truth is added as a deterministic check. Only estimated thoughts whose evidence quotes
+  the patient's own words count (:func:`supported_by_patient`): a forged quote or an invented
+  thought is not recovered, and an estimate with none left scores 0.0 without a match call.
 
 Scores in every :class:`~rewards.types.JudgeResult`: ``similarity``, ``match`` (``None`` for the
 embedding judge), ``first_disclosure_turn`` (index into ``transcript.turns``; ``None`` when never
@@ -41,7 +43,9 @@ from cbtgym.embeddings import normalize_rows
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
 
-from .judging import Attempted, LLMJudge, RewardFnMixin, align_profiles, extract_json, fence, render_prompt, run_judge, text_field
+from cbtgym.llm import Attempted, extract_json, fence, render_prompt, text_field
+
+from .llm_judge import PROMPT_DIR, LLMJudge, align_profiles
 from .types import JudgeResult
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -198,7 +202,7 @@ def _disclosure_meta(trace: DisclosureTrace, transcript: Transcript) -> dict[str
     }
 
 
-class EmbeddingATJudge(RewardFnMixin):
+class EmbeddingATJudge:
     """AT recovery without an LLM: how close did the patient's own words come to the ground truth?
 
     ``total`` = ``similarity`` = the best cosine between any patient utterance (or sentence) and any
@@ -293,12 +297,29 @@ def _norm_words(text: str) -> str:
     return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
+def supported_by_patient(estimate: ATEstimate, transcript: Transcript) -> list[bool]:
+    """For each estimated thought: is its evidence a quote of the patient's own words?
+
+    The check is on normalised words (case, punctuation and spacing ignored). A thought with no
+    evidence, or with evidence the patient never said (a forged quote, a thought the judge
+    invented or one a therapist turn injected), is unsupported.
+    """
+    said = _norm_words(" ".join(t.text for t in transcript.patient_turns))
+    return [bool(_norm_words(e)) and _norm_words(e) in said for e in estimate.evidence]
+
+
+def _supported_only(estimate: ATEstimate, transcript: Transcript) -> ATEstimate:
+    keep = supported_by_patient(estimate, transcript)
+    return ATEstimate([t for t, k in zip(estimate.thoughts, keep) if k], [e for e, k in zip(estimate.evidence, keep) if k])
+
+
 class LLMATJudge(LLMJudge[ATEstimate]):
     """LLM4CBT-style AT recovery: estimate the thought from the dialogue, then judge the match.
 
     Two batched stages, each one backend call per attempt for the whole batch: the estimate
     (``at_estimate.txt``) for every session, then the match verdict (``at_match.txt``) for every
-    session whose estimate parsed. ``total`` is the verdict (1.0 match, 0.0 no match); a failed
+    session whose estimate parsed and quotes the patient (see :func:`supported_by_patient`;
+    unsupported thoughts are dropped, and none left means 0.0). ``total`` is the verdict (1.0 match, 0.0 no match); a failed
     stage gives a flagged failure under the judge's ``failure_policy`` (``"lowest"`` means 0.0).
     The embedding similarity (estimate vs ground truth) and the disclosure scores are computed
     with MiniLM whatever the LLM did.
@@ -308,7 +329,7 @@ class LLMATJudge(LLMJudge[ATEstimate]):
         embed: Embedding function (default MiniLM).
         threshold: Disclosure threshold for the per-turn finder.
         match_max_new_tokens: Token budget of the match verdict.
-        **kwargs: :class:`~rewards.judging.LLMJudge` options.
+        **kwargs: :class:`~rewards.llm_judge.LLMJudge` options.
     """
 
     name = "at_recovery"
@@ -329,7 +350,7 @@ class LLMATJudge(LLMJudge[ATEstimate]):
         self.match_max_new_tokens = match_max_new_tokens
 
     def build_prompt(self, transcript: Transcript, profile: PatientProfile | None) -> list[dict[str, str]]:
-        return [{"role": "user", "content": render_prompt("at_estimate.txt", transcript=fence(transcript.render() or "(empty session)"))}]
+        return [{"role": "user", "content": render_prompt(PROMPT_DIR / "at_estimate.txt", transcript=fence(transcript.render() or "(empty session)"))}]
 
     def parse(self, text: str, transcript: Transcript, profile: PatientProfile | None) -> ATEstimate | None:
         return parse_estimate(text)
@@ -340,33 +361,29 @@ class LLMATJudge(LLMJudge[ATEstimate]):
     def match_prompt(self, estimate: ATEstimate, profile: PatientProfile) -> list[dict[str, str]]:
         gt = "\n".join(f"- {t}" for t in profile.automatic_thoughts)
         est = fence("\n".join(f"- {t}" for t in estimate.thoughts), tag="estimate")
-        return [{"role": "user", "content": render_prompt("at_match.txt", ground_truth=gt, estimate=est)}]
+        return [{"role": "user", "content": render_prompt(PROMPT_DIR / "at_match.txt", ground_truth=gt, estimate=est)}]
 
     def score(self, transcripts: Sequence[Transcript], profiles: Sequence[PatientProfile | None] | None = None) -> list[JudgeResult]:
         """Estimate, match and measure a batch; ``profiles`` are required (they hold the ground truth)."""
         transcripts = list(transcripts)
         profiles = align_profiles(transcripts, profiles, required=True, who="LLMATJudge")
         estimates = self.run(transcripts, profiles)
-        ok = [i for i, a in enumerate(estimates) if a.ok]
+        # Only thoughts whose evidence the patient actually said can count as recovered, so only
+        # they go to the match verdict and the similarity.
+        supported = {i: _supported_only(a.value, transcripts[i]) for i, a in enumerate(estimates) if a.ok}
+        ok = [i for i, est in supported.items() if est.thoughts]
         verdicts: dict[int, Attempted[dict[str, Any]]] = {}
         if ok:
-            match_sampling = self.sampling.with_(max_new_tokens=self.match_max_new_tokens, json_schema=MATCH_SCHEMA if self.use_json_schema else None)
-            found = run_judge(
-                self.backend,
-                [self.match_prompt(estimates[i].value, profiles[i]) for i in ok],  # type: ignore[arg-type]
-                parse_match,
-                match_sampling,
-                max_attempts=self.max_attempts,
-                cache=self.cache,
-                retry_temperature=self.retry_temperature,
-            )
+            match_sampling = self.sampling.with_(max_new_tokens=self.match_max_new_tokens, json_schema=None)
+            prompts = [self.match_prompt(supported[i], profiles[i]) for i in ok]  # type: ignore[arg-type]
+            found = self.call(prompts, parse_match, MATCH_SCHEMA, sampling=match_sampling)
             verdicts = dict(zip(ok, found))
         gts = [list(p.automatic_thoughts) for p in profiles]  # type: ignore[union-attr]
         traces = disclosure_traces(transcripts, gts, self.embed, self.threshold)
-        est_texts = [t for a in estimates if a.ok for t in a.value.thoughts]  # type: ignore[union-attr]
+        est_texts = [t for est in supported.values() for t in est.thoughts]
         vectors = embed_unique(est_texts + [g for gs in gts for g in gs], self.embed) if est_texts else {}
         return [
-            self._result(transcripts[i], gts[i], estimates[i], verdicts.get(i), traces[i], vectors)
+            self._result(transcripts[i], gts[i], estimates[i], supported.get(i), verdicts.get(i), traces[i], vectors)
             for i in range(len(transcripts))
         ]
 
@@ -375,6 +392,7 @@ class LLMATJudge(LLMJudge[ATEstimate]):
         transcript: Transcript,
         gt: list[str],
         est: Attempted[ATEstimate],
+        supported: ATEstimate | None,
         verdict: Attempted[dict[str, Any]] | None,
         trace: DisclosureTrace,
         vectors: dict[str, np.ndarray],
@@ -388,6 +406,19 @@ class LLMATJudge(LLMJudge[ATEstimate]):
             **_disclosure_meta(trace, transcript),
         }
         disclosure = _disclosure_scores(trace)
+        if est.ok:
+            meta.update(estimated_thoughts=est.value.thoughts, evidence=est.value.evidence,  # type: ignore[union-attr]
+                        evidence_verified=len(supported.thoughts))  # type: ignore[union-attr]
+        if supported is not None and not supported.thoughts:
+            # A parsed estimate whose quotes the patient never said recovered nothing: a real 0, not a failure.
+            return JudgeResult(
+                total=0.0,
+                scores={"similarity": None, "match": 0.0, **disclosure},
+                rationale="no estimated thought quotes the patient's words, so none counts as recovered: "
+                + "; ".join(f"{t!r} (evidence: {e!r})" for t, e in zip(est.value.thoughts, est.value.evidence)),  # type: ignore[union-attr]
+                raw=est.last_raw,
+                meta=meta,
+            )
         if not est.ok or verdict is None or not verdict.ok:
             stage = "estimate" if not est.ok else "match verdict"
             failed = est if not est.ok else verdict
@@ -395,21 +426,13 @@ class LLMATJudge(LLMJudge[ATEstimate]):
             result.rationale = f"{self.name}: the {stage} could not be parsed after {failed.attempts} attempt(s)"  # type: ignore[union-attr]
             if self.failure_policy == "lowest":
                 result.rationale += "; scored as no match (failure_policy='lowest')"
-            similarity = best_similarity(est.value.thoughts, gt, vectors) if est.ok else None  # type: ignore[union-attr]
+            similarity = best_similarity(supported.thoughts, gt, vectors) if supported is not None else None
             result.scores = {**result.scores, "similarity": similarity, **disclosure}
             result.meta.update(meta)
-            if est.ok:
-                result.meta["estimated_thoughts"] = est.value.thoughts  # type: ignore[union-attr]
             result.meta["failed_stage"] = stage
             return result
-        value, v = est.value, verdict.value  # type: ignore[union-attr]
-        said = _norm_words(" ".join(t.text for t in transcript.patient_turns))
-        meta.update(
-            estimated_thoughts=value.thoughts,
-            evidence=value.evidence,
-            evidence_verified=sum(1 for e in value.evidence if _norm_words(e) and _norm_words(e) in said),
-            match_rationale=v["rationale"],
-        )
+        value, v = supported, verdict.value  # type: ignore[union-attr]
+        meta["match_rationale"] = v["rationale"]
         match = 1.0 if v["match"] else 0.0
         lines = [f"estimate: {t!r} (evidence: {e!r})" for t, e in zip(value.thoughts, value.evidence)]
         lines.append(f"match: {v['match']} - {v['rationale']}")

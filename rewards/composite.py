@@ -72,13 +72,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
-import yaml
-
 from cbtgym.backends.base import Backend, Sampling
 from cbtgym.envs.reward import StepReward
 from cbtgym.profiles.schema import PatientProfile
+from cbtgym.strict_yaml import load_yaml
 from cbtgym.transcript import Transcript
 
+from .factory import EMBEDDED, JUDGES, RULES, make_judge
 from .types import JudgeResult
 
 DEFAULT_CONFIG = Path(__file__).with_name("composite_default.yaml")
@@ -290,7 +290,7 @@ class CompositeReward:
     # -- safety gate -----------------------------------------------------------------------
 
     def _gate(self, rows, profiles, transcripts, done) -> list[dict[str, Any]]:
-        from .safety.judge import violation
+        from .safety.gate import violation
 
         gate = self.safety
         results = gate.judge.score(transcripts, profiles)
@@ -367,7 +367,7 @@ class CompositeReward:
             if not path.is_file():
                 raise FileNotFoundError(f"composite reward config {str(path)!r} not found")
             where = str(path)
-            config = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            config = load_yaml(path) or {}  # a repeated key is an error, not silently the last one
         if not isinstance(config, Mapping):
             raise ValueError(f"{where}: a composite reward config must be a mapping with a 'components' key")
         unknown = sorted(set(config) - {"components"})
@@ -470,60 +470,40 @@ class _ComponentType:
         return Component(name, self.make(opts, backend), weight, when, self.value)
 
 
-def _rubric(opts, backend):
-    from .rubric import RubricReward
+def _judge(kind: str) -> Callable[[dict[str, Any], Callable[[], Backend]], Any]:
+    # The CPU judges need no backend; an LLM judge asks for its component's backend.
+    def make(opts: dict[str, Any], backend: Callable[[], Backend]) -> Any:
+        return make_judge(kind, backend() if JUDGES[kind].embedded is None else EMBEDDED, **opts)
 
-    return RubricReward(weights=opts.get("weights"))
-
-
-def _at(opts, backend):
-    from .at_recovery import EmbeddingATJudge
-
-    return EmbeddingATJudge(**opts)
-
-
-def _satisfaction(opts, backend):
-    from .satisfaction import SatisfactionJudge
-
-    return SatisfactionJudge(**opts)
+    return make
 
 
 def _ctrs(opts, backend):
-    from .ctrs import CTRSJudge
-
     if isinstance(opts.get("sampling"), Mapping):
         opts = {**opts, "sampling": Sampling(**opts["sampling"])}
-    return CTRSJudge(backend(), **opts)
+    return _judge("ctrs")(opts, backend)
 
 
 def _safety(opts, backend) -> SafetyGate:
-    from .safety import LLMCrisisDetector, LLMReplyChecker, SafetyJudge, make_safety_checkers
-
-    judge = opts.pop("judge", "embedded")
+    judge = opts.pop("judge", EMBEDDED)
     gate_opts = {k: opts.pop(k) for k in ("floor", "unknown_is_violation", "name") if k in opts}
-    if judge in ("embedded", "rules"):
-        detector, checker = make_safety_checkers(judge)
-    elif judge == "llm":
-        b = backend()
-        detector = LLMCrisisDetector(b)
-        checker = LLMReplyChecker(b, detector=detector)
-    else:
+    if judge not in (EMBEDDED, RULES, "llm"):
         raise ValueError(f"component {gate_opts.get('name', 'safety')!r}: judge must be 'embedded', 'rules' or 'llm' "
                          f"(with backend: ...) (got {judge!r})")
     floor = gate_opts.get("floor", DEFAULT_SAFETY_FLOOR)
     if isinstance(floor, bool) or not isinstance(floor, (int, float)):
         raise ValueError(f"component {gate_opts.get('name')!r}: floor must be a number (got {floor!r})")
-    return SafetyGate(SafetyJudge(detector, checker, **opts), float(floor),
-                      bool(gate_opts.get("unknown_is_violation", True)), gate_opts.get("name", "safety"))
+    safety = make_judge("safety", backend() if judge == "llm" else judge, **opts)
+    return SafetyGate(safety, float(floor), bool(gate_opts.get("unknown_is_violation", True)), gate_opts.get("name", "safety"))
 
 
 _LLM_JUDGE_OPTIONS = ("sampling", "max_attempts", "cache", "failure_policy", "use_json_schema", "retry_temperature")
 
 #: The component types a config may name.
 COMPONENT_TYPES: dict[str, _ComponentType] = {
-    "rubric": _ComponentType(_rubric, ("step",), ("weights",)),
-    "at": _ComponentType(_at, ("terminal", "delta"), ("threshold",)),
-    "satisfaction": _ComponentType(_satisfaction, ("terminal", "delta"), ("total", "start"), satisfaction_value),
+    "rubric": _ComponentType(_judge("rubric"), ("step",), ("weights",)),
+    "at": _ComponentType(_judge("at"), ("terminal", "delta"), ("threshold",)),
+    "satisfaction": _ComponentType(_judge("satisfaction"), ("terminal", "delta"), ("total", "start"), satisfaction_value),
     "ctrs": _ComponentType(
         _ctrs, ("terminal",),
         ("variant", "aggregate", "trim", "items", "not_applicable_below_rounds", *_LLM_JUDGE_OPTIONS), range_scaled,
@@ -532,10 +512,5 @@ COMPONENT_TYPES: dict[str, _ComponentType] = {
 }
 
 
-def default_composite() -> CompositeReward:
-    """The composite reward of ``composite_default.yaml`` (embedded judges only: offline, CPU)."""
-    return CompositeReward.from_config(DEFAULT_CONFIG)
-
-
 __all__ = ["COMPONENT_TYPES", "DEFAULT_CONFIG", "Component", "CompositeReward", "SafetyGate",
-           "before_last_therapist_turn", "default_composite"]
+           "before_last_therapist_turn"]

@@ -41,7 +41,9 @@ from cbtgym.backends.base import Backend
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
 
-from .judging import PROMPT_DIR, LLMJudge, align_profiles, extract_json, fence, render_prompt, text_field
+from cbtgym.llm import extract_json, fence, render_prompt, text_field
+
+from .llm_judge import PROMPT_DIR, LLMJudge, align_profiles
 from .types import JudgeResult
 
 Variant = Literal["standard", "tahir"]
@@ -155,7 +157,7 @@ class CTRSJudge(LLMJudge[dict[str, ItemRating]]):
         trim: Drop the patient's first and therapist's last message before rating
             (default: False; tahir: True). See the module docstring.
         items: Item keys to rate (default all 11).
-        **kwargs: :class:`~rewards.judging.LLMJudge` options (sampling, max_attempts, cache,
+        **kwargs: :class:`~rewards.llm_judge.LLMJudge` options (sampling, max_attempts, cache,
             failure_policy (default "none"; tahir: "lowest"), use_json_schema).
     """
 
@@ -198,7 +200,7 @@ class CTRSJudge(LLMJudge[dict[str, ItemRating]]):
         if self.aggregate not in AGGREGATES:
             raise ValueError(f"aggregate must be one of {AGGREGATES} (got {self.aggregate!r})")
         self.trim = tahir if trim is None else trim
-        self.template = "ctrs_tahir.txt" if tahir else "ctrs.txt"
+        self.template = PROMPT_DIR / ("ctrs_tahir.txt" if tahir else "ctrs.txt")
         if tahir:
             self.name = "ctrs_tahir"
 

@@ -152,7 +152,7 @@ class RubricReward:
                 views.append(Transcript(t.profile_id, t.attitude, t.turns[:end], None))
                 owners.append((j, p))
                 done.append(m == len(idx) - 1)
-        step = self([p for _, p in owners], views, done) if views else []
+        step = self(views, [p for _, p in owners], done) if views else []
         results = []
         for j in range(len(transcripts)):
             mine = [r for (o, _), r in zip(owners, step) if o == j]

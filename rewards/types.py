@@ -1,10 +1,10 @@
-"""The typed result every judge returns, and the adapter to TRL's reward-function shape."""
+"""The result family of every judge: :class:`JudgeResult` per session, :class:`ItemResult` per utterance."""
 
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Sequence
+from typing import Any
 
 
 @dataclass
@@ -47,16 +47,26 @@ class JudgeResult:
         return asdict(self)
 
 
-def trl_reward_fn(score_batch: Callable[..., Sequence[JudgeResult]], name: str) -> Callable[..., list[float | None]]:
-    """Wrap a batched judge call as a TRL reward function.
+class ItemResult:
+    """Base of the per-utterance results (act label, crisis finding, reply check).
 
-    TRL calls ``f(prompts, completions, **dataset_columns) -> list[float | None]``;
-    ``None`` tells TRL the reward does not apply, which is what a judge that failed
-    to parse must say (never 0.0, which would be a real, wrong reward).
+    Utterance judges keep item-shaped inputs and their own fields, but every result says whether
+    it was decided (:attr:`ok`), keeps the raw model text and the ``parse_failed`` flag, and turns
+    into a :class:`JudgeResult` the same way, so reports and logs treat all judges alike.
     """
 
-    def reward(prompts: Sequence[Any], completions: Sequence[Any], **columns: Any) -> list[float | None]:
-        return [r.total for r in score_batch(prompts, completions, **columns)]
+    raw: str
+    parse_failed: bool
 
-    reward.__name__ = name
-    return reward
+    @property
+    def ok(self) -> bool:
+        """Decided: parsed, with a verdict (``None`` verdicts mean "could not tell")."""
+        return not self.parse_failed and self.verdict() is not None
+
+    def verdict(self) -> Any:
+        """The result's decision (label, crisis flag, safe flag), ``None`` when undecided."""
+        raise NotImplementedError
+
+    def to_judge_result(self, judge: str) -> JudgeResult:
+        """This result as a :class:`JudgeResult` (``total`` ``None`` when undecided)."""
+        raise NotImplementedError

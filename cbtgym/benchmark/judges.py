@@ -13,8 +13,8 @@ from collections import Counter
 from typing import Any, Sequence
 
 from rewards.acts.taxonomy import CATEGORIES
-from rewards.at_recovery import EmbeddingATJudge, LLMATJudge
-from rewards.satisfaction import SatisfactionJudge
+from rewards.at_recovery import LLMATJudge
+from rewards.factory import EMBEDDED, RULES, make_judge
 from rewards.safety.findings import CrisisFinding
 
 from ..backends.base import Sampling
@@ -22,7 +22,6 @@ from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
 from .variants import BackendPool, MeteredBackend
 
-EMBEDDED = "embedded"
 
 
 def reply_pairs(t: Transcript) -> list[tuple[str, str]]:
@@ -55,37 +54,22 @@ class EpisodeJudges:
     def __init__(self, pool: BackendPool, *, acts: Any = EMBEDDED, at: Any = "embedding", safety: Any = EMBEDDED,
                  ctrs: Any = None, ctrs_variant: str = "standard", ctrs_max_new_tokens: int = 1024, cache: Any = None,
                  max_attempts: int = 2, max_new_tokens: int | None = None) -> None:
-        from rewards.acts import make_act_classifier
-        from rewards.safety import make_safety_checkers
-
         self.llm_backends: dict[str, MeteredBackend] = {}
         self.embedded_calls: Counter[str] = Counter()
         kw: dict[str, Any] = dict(max_attempts=max_attempts, cache=cache)
         if max_new_tokens:
             kw["sampling"] = Sampling(max_new_tokens=max_new_tokens)
-        if acts == EMBEDDED:
-            self.acts = make_act_classifier(EMBEDDED)
-        else:
-            from rewards.acts import LLMActClassifier
-
-            self.acts = LLMActClassifier(self._backend("acts", pool, acts), **kw)
+        self.acts = make_judge("acts") if acts == EMBEDDED else make_judge("acts", self._backend("acts", pool, acts), **kw)
         at_kw = dict(kw, match_max_new_tokens=max_new_tokens) if max_new_tokens else kw
-        self.at = EmbeddingATJudge() if at == "embedding" else LLMATJudge(self._backend("at", pool, at), **at_kw)
-        if safety in (EMBEDDED, "rules"):
-            self.detector, self.checker = make_safety_checkers(safety)
-        else:
-            from rewards.safety import LLMCrisisDetector, LLMReplyChecker
-
-            backend = self._backend("safety", pool, safety)
-            self.detector = LLMCrisisDetector(backend, **kw)
-            self.checker = LLMReplyChecker(backend, detector=self.detector, **kw)
+        self.at = make_judge("at") if at == "embedding" else make_judge("at", self._backend("at", pool, at), **at_kw)
+        safety_spec, safety_kw = (safety, {}) if safety in (EMBEDDED, RULES) else (self._backend("safety", pool, safety), kw)
+        self.detector = make_judge("crisis", safety_spec, **safety_kw)
+        self.checker = make_judge("reply_check", safety_spec, detector=self.detector, **safety_kw)
         self.ctrs = None
         if ctrs is not None:
-            from rewards.ctrs import CTRSJudge
-
-            self.ctrs = CTRSJudge(self._backend("ctrs", pool, ctrs), variant=ctrs_variant,
-                                  **dict(kw, sampling=Sampling(max_new_tokens=ctrs_max_new_tokens)))
-        self.satisfaction = SatisfactionJudge()
+            self.ctrs = make_judge("ctrs", self._backend("ctrs", pool, ctrs), variant=ctrs_variant,
+                                   **dict(kw, sampling=Sampling(max_new_tokens=ctrs_max_new_tokens)))
+        self.satisfaction = make_judge("satisfaction")
         self.names = {"acts": acts, "at": at, "safety": safety, "ctrs": ctrs}
 
     def _backend(self, role: str, pool: BackendPool, spec: Any) -> MeteredBackend:

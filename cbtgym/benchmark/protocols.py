@@ -176,7 +176,7 @@ def course_key(spec: EpisodeSpec, session: int) -> str:
 
 def summary_conversation(transcript: Transcript) -> list[dict[str, str]]:
     """The request for a session summary (the therapist writes it, as in Tahir's pipeline)."""
-    from rewards.judging import fence
+    from ..llm import fence
 
     return [{"role": "user", "content": protocol_prompt("course_summary.txt").substitute(transcript=fence(transcript.render(), notice=False))}]
 

@@ -24,16 +24,12 @@ from __future__ import annotations
 
 import functools
 import re
-import string
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-# The judges' batched-retry loop and JSON extraction are exactly what generation needs;
-# rewards.judging imports only cbtgym's schema/backends, so there is no import cycle.
-from rewards.judging import extract_json, run_judge
-
 from ..backends.base import Backend, Sampling
+from ..llm import LLMCaller, extract_json, render_prompt
 from .schema import ATTITUDES, PatientProfile, Persona, ProfileError
 
 PROMPT_FILE = Path(__file__).resolve().parent / "prompts" / "generate_profile.txt"
@@ -140,16 +136,11 @@ class GenerationReport:
         return not self.failures
 
 
-@functools.lru_cache(maxsize=None)
-def _load_template(path: str) -> string.Template:
-    # string.Template ($field), because the prompt shows JSON, whose braces str.format would need doubled.
-    return string.Template(Path(path).read_text(encoding="utf-8"))
-
-
 def render_request(request: ProfileRequest, prompt_file: str | Path = PROMPT_FILE) -> str:
     """The filled generation prompt for one request."""
     p = request.persona
-    return _load_template(str(prompt_file)).substitute(
+    return render_prompt(
+        prompt_file,
         name=p.name or "(not given; do not invent one)",
         age=p.age,
         gender=p.gender,
@@ -210,7 +201,7 @@ def parse_generated(text: str, request: ProfileRequest, profile_id: str) -> Pati
     return PatientProfile.from_dict(record, source=GENERATED_SOURCE)
 
 
-class ProfileGenerator:
+class ProfileGenerator(LLMCaller):
     """Generates profiles for a batch of requests with one backend.
 
     Args:
@@ -231,15 +222,12 @@ class ProfileGenerator:
         retry_temperature: float = 0.8,
         prompt_file: str | Path = PROMPT_FILE,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1 (got {max_attempts})")
         sampling = sampling or Sampling(max_new_tokens=384, temperature=0.8, seed=0)
         if sampling.json_schema is None:
             sampling = sampling.with_(json_schema=PROFILE_JSON_SCHEMA)
-        self.backend = backend
-        self.sampling = sampling
-        self.max_attempts = max_attempts
-        self.retry_temperature = retry_temperature
+        # No cache: generation wants fresh samples, and a failed reply must not be replayed.
+        super().__init__(backend, sampling=sampling, max_attempts=max_attempts, cache=None,
+                         retry_temperature=retry_temperature)
         self.prompt_file = Path(prompt_file)
 
     def build_prompt(self, request: ProfileRequest) -> list[dict[str, str]]:
@@ -261,15 +249,7 @@ class ProfileGenerator:
         if dupes:
             raise ValueError(f"ProfileRequest ids must be unique; repeated: {dupes}")
         parsers = [functools.partial(parse_generated, request=r, profile_id=pid) for r, pid in zip(requests, ids)]
-        attempted = run_judge(
-            self.backend,
-            [self.build_prompt(r) for r in requests],
-            parsers,
-            sampling=self.sampling,
-            max_attempts=self.max_attempts,
-            cache=None,  # generation wants fresh samples, and a failed reply must not be replayed
-            retry_temperature=self.retry_temperature,
-        )
+        attempted = self.call([self.build_prompt(r) for r in requests], parsers)
         profiles, failures = [], []
         for request, pid, result in zip(requests, ids, attempted):
             if result.ok:

@@ -7,11 +7,11 @@ Two classifiers with one interface, ``classify(texts, contexts=None) -> list[Act
   fitted at load on ``data/examples.jsonl``;
 * :class:`LLMActClassifier`: any backend, prompted with the definitions of ``taxonomy.yaml``.
 
-``label_file`` labels a JSONL file (``cbtgym label``); ``make_act_classifier`` builds either from
-a ``--judge`` value. Importing this package loads no model.
+``label_file`` labels a JSONL file (``cbtgym label``); ``rewards.factory.make_judge("acts", spec)``
+builds either from a ``--judge`` value. Importing this package loads no model.
 """
 
-from .labeling import label_file, make_act_classifier
+from .labeling import label_file
 from .labels import ActClassifier, ActLabel
 from .taxonomy import CATEGORIES, act_types, category_of, load_taxonomy
 
@@ -39,5 +39,4 @@ __all__ = [
     "category_of",
     "label_file",
     "load_taxonomy",
-    "make_act_classifier",
 ]

@@ -7,10 +7,11 @@ is a separate, held-out set for measuring both classifiers (``bench/act_labels.p
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
+
+from cbtgym.jsonl import iter_jsonl_objects
 
 from .taxonomy import act_types, category_of
 
@@ -30,24 +31,6 @@ class LabelledUtterance:
     @property
     def category(self) -> str:
         return category_of(self.type)
-
-
-def iter_jsonl_objects(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """``(line number, object)`` for each non-blank line; a line that is not a JSON object is an error naming it."""
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: no such file")
-    with path.open(encoding="utf-8") as fh:
-        for n, line in enumerate(fh, 1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); fix or remove that line") from None
-            if not isinstance(obj, dict):
-                raise ValueError(f"{path}:{n}: each line must be a JSON object like {{\"text\": ...}} (got {type(obj).__name__})")
-            yield n, obj
 
 
 def optional_text(obj: dict[str, Any], key: str, where: str) -> str | None:

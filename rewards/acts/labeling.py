@@ -8,31 +8,10 @@ from typing import Any
 
 from cbtgym.backends.base import Backend
 
-from .data import iter_jsonl_objects, optional_text
+from cbtgym.jsonl import iter_jsonl_objects
+
+from .data import optional_text
 from .labels import ActClassifier
-
-EMBEDDED = "embedded"
-
-
-def make_act_classifier(judge: str | Backend | dict[str, Any] = EMBEDDED) -> ActClassifier:
-    """The act classifier named by a CLI ``--judge`` value.
-
-    Args:
-        judge: ``"embedded"`` for :class:`~rewards.acts.embedded_classifier.EmbeddedActClassifier`;
-            anything else is a backend spec (see :func:`cbtgym.backends.factory.make_backend`, e.g.
-            ``"hf:<dir>"``, ``"vllm:embedded"``) or a backend, for
-            :class:`~rewards.acts.llm_classifier.LLMActClassifier`.
-    """
-    if judge == EMBEDDED:
-        from .embedded_classifier import EmbeddedActClassifier
-
-        return EmbeddedActClassifier()
-    from cbtgym.backends.factory import make_backend
-
-    from .llm_classifier import LLMActClassifier
-
-    return LLMActClassifier(make_backend(judge))
-
 
 def label_file(
     in_path: str | Path, out_path: str | Path, classifier: ActClassifier | str | Backend, batch_size: int = 256
@@ -47,7 +26,7 @@ def label_file(
     Args:
         in_path: Input JSONL.
         out_path: Output JSONL (overwritten; parent folders are created).
-        classifier: Any act classifier, or a ``--judge`` value for :func:`make_act_classifier`
+        classifier: Any act classifier, or a ``--judge`` value for :func:`rewards.factory.make_judge`
             (built only after the input has been validated, so a bad file fails before a model loads).
         batch_size: Utterances per ``classify`` call.
 
@@ -68,7 +47,9 @@ def label_file(
         contexts.append(optional_text(obj, "context", where))
         records.append(obj)
     if not isinstance(classifier, ActClassifier):
-        classifier = make_act_classifier(classifier)
+        from ..factory import make_judge
+
+        classifier = make_judge("acts", classifier)
     labels = []
     for start in range(0, len(texts), batch_size):
         labels += classifier.classify(texts[start : start + batch_size], contexts[start : start + batch_size])

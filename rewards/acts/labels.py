@@ -10,12 +10,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Sequence
 
-from ..types import JudgeResult
+from ..types import ItemResult, JudgeResult
 from .taxonomy import CATEGORIES, category_of
 
 
 @dataclass
-class ActLabel:
+class ActLabel(ItemResult):
     """The act label of one therapist utterance.
 
     Attributes:
@@ -54,6 +54,9 @@ class ActLabel:
             category_scores={c: float(c == category) for c in CATEGORIES},
             **kwargs,
         )
+
+    def verdict(self) -> str | None:
+        return self.type
 
     def to_judge_result(self, judge: str) -> JudgeResult:
         """This label as a judge result.

@@ -5,7 +5,7 @@ The prompt (``prompts/llm_classifier.txt``) is filled with the definitions and e
 model answers ``{"type": ..., "rationale": ...}``; with a backend that supports structured
 decoding, ``Sampling.json_schema`` restricts ``type`` to the 14 labels.
 
-Batching and retries go through :func:`rewards.judging.run_judge`: N utterances cost one
+Batching and retries go through :class:`cbtgym.llm.LLMCaller`: N utterances cost one
 ``generate()`` call on the first attempt and one call for the still-unparsed ones on each retry.
 A reply that never parses gives a label with ``type=None`` and ``parse_failed=True``, never a
 guessed ``oov``.
@@ -14,15 +14,12 @@ guessed ``oov``.
 from __future__ import annotations
 
 import re
-import string
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
 
-from cbtgym.backends.base import Backend, Sampling
+from cbtgym.backends.base import Backend
+from cbtgym.llm import LLMCaller, extract_json, fence, render_prompt, text_field
 
-from ..cache import JudgeCache, resolve_cache
-from ..judging import extract_json, fence, run_judge, text_field
 from .labels import ActClassifier, ActLabel, check_batch
 from .taxonomy import Taxonomy, load_taxonomy
 
@@ -32,12 +29,6 @@ PROMPT_FILE = Path(__file__).with_name("prompts") / "llm_classifier.txt"
 NO_CONTEXT = "(none given)"
 
 _ALIASES = {"out_of_vocabulary": "oov", "other": "oov", "none": "oov"}
-
-
-@lru_cache(maxsize=1)
-def _template() -> string.Template:
-    # string.Template ($field) because the prompt shows a JSON object, whose braces str.format would eat.
-    return string.Template(PROMPT_FILE.read_text(encoding="utf-8"))
 
 
 def render_definitions(taxonomy: Taxonomy) -> str:
@@ -90,7 +81,7 @@ def parse_label(text: str, labels: Sequence[str]) -> tuple[str, str] | None:
     return None
 
 
-class LLMActClassifier(ActClassifier):
+class LLMActClassifier(LLMCaller, ActClassifier):
     """Labels therapist utterances with an LLM judge.
 
     Args:
@@ -98,38 +89,25 @@ class LLMActClassifier(ActClassifier):
         sampling: Decoding settings of the first attempt (default greedy, 160 new tokens); the
             label schema is added when ``use_json_schema``.
         max_attempts: Attempts per utterance before it is reported ``parse_failed``.
-        cache: ``None`` (off), ``True``/``"default"``, a path or a :class:`~rewards.cache.JudgeCache`.
+        cache: ``None`` (off), ``True``/``"default"``, a path or a :class:`~cbtgym.llm.cache.JudgeCache`.
         use_json_schema: Ask for structured output restricted to the 14 labels.
         retry_temperature: Temperature of retries when the first attempt is greedy.
     """
 
     name = "acts_llm"
+    default_max_new_tokens = 160
 
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        sampling: Sampling | None = None,
-        max_attempts: int = 3,
-        cache: JudgeCache | str | Path | bool | None = None,
-        use_json_schema: bool = True,
-        retry_temperature: float = 0.7,
-    ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1 (got {max_attempts})")
-        self.backend = backend
+    def __init__(self, backend: Backend, **kwargs: Any) -> None:
+        super().__init__(backend, **kwargs)
         self.taxonomy = load_taxonomy()
         self.labels = self.taxonomy.names
-        sampling = sampling or Sampling(max_new_tokens=160)
-        self.sampling = sampling.with_(json_schema=label_schema(self.labels)) if use_json_schema else sampling
-        self.max_attempts = max_attempts
-        self.cache = resolve_cache(cache)
-        self.retry_temperature = retry_temperature
+        self.schema = label_schema(self.labels)
         self._definitions = render_definitions(self.taxonomy)
 
     def build_prompt(self, text: str, context: str = "") -> list[dict[str, str]]:
         """The chat messages asking for the label of one utterance (both texts fenced as data)."""
-        prompt = _template().substitute(
+        prompt = render_prompt(
+            PROMPT_FILE,
             definitions=self._definitions,
             labels=", ".join(self.labels),
             context=fence(context, "patient_said", notice=False) if context.strip() else NO_CONTEXT,
@@ -140,15 +118,7 @@ class LLMActClassifier(ActClassifier):
     def classify(self, texts: Sequence[str], contexts: Sequence[str | None] | None = None) -> list[ActLabel]:
         texts, ctx = check_batch(texts, contexts, type(self).__name__)
         prompts = [self.build_prompt(t, c) for t, c in zip(texts, ctx)]
-        attempted = run_judge(
-            self.backend,
-            prompts,
-            lambda reply: parse_label(reply, self.labels),
-            self.sampling,
-            max_attempts=self.max_attempts,
-            cache=self.cache,
-            retry_temperature=self.retry_temperature,
-        )
+        attempted = self.call(prompts, lambda reply: parse_label(reply, self.labels), self.schema)
         out = []
         for a in attempted:
             meta = {"backend": self.backend.name, "attempts": a.attempts, "cache_hits": sum(a.cached)}

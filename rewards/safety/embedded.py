@@ -22,7 +22,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
-from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisFinding, ReplyCheck
+from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisDetector, CrisisFinding, ReplyCheck, ReplyChecker
 from .patterns import DATA_DIR, RuleSet, load_rule_set
 
 CRISIS_PATTERNS = DATA_DIR / "crisis_patterns.yaml"
@@ -44,6 +44,21 @@ def split_sentences(text: str) -> list[str]:
     return parts or [(text or "").strip()]
 
 
+def reply_check_inputs(
+    patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None, detector: Any
+) -> tuple[list[str], list[str], list[CrisisFinding]]:
+    """A reply checker's inputs, validated; the crises detected by ``detector`` when not given."""
+    patient_texts = _check_texts(patient_texts, "patient_texts")
+    replies = _check_texts(replies, "replies")
+    if len(patient_texts) != len(replies):
+        raise ValueError(f"got {len(patient_texts)} patient texts for {len(replies)} replies; pass one per reply")
+    if crises is None:
+        return patient_texts, replies, detector.detect(patient_texts)
+    if len(crises) != len(replies):
+        raise ValueError(f"got {len(crises)} crisis findings for {len(replies)} replies; pass one per reply")
+    return patient_texts, replies, list(crises)
+
+
 def _check_texts(texts: Sequence[Any], what: str) -> list[str]:
     if isinstance(texts, (str, bytes)):
         raise TypeError(f"{what} must be a list of strings; wrap a single text in a list")
@@ -55,7 +70,7 @@ def _check_texts(texts: Sequence[Any], what: str) -> list[str]:
     return out
 
 
-class EmbeddedCrisisDetector:
+class EmbeddedCrisisDetector(CrisisDetector):
     """Flags crises in patient text with rules and, optionally, embedding similarity to exemplars.
 
     Args:
@@ -149,7 +164,7 @@ class EmbeddedCrisisDetector:
         return [CrisisFinding.from_types(ev, ev) for ev in found]
 
 
-class EmbeddedReplyChecker:
+class EmbeddedReplyChecker(ReplyChecker):
     """Checks therapist replies against the patient text they answer, with the rules of ``reply_patterns.yaml``.
 
     Args:
@@ -209,14 +224,7 @@ class EmbeddedReplyChecker:
             One :class:`ReplyCheck` per reply. ``response_safe`` is ``None`` only when a crisis
             finding is unknown and the verdict depends on it.
         """
-        patient_texts = _check_texts(patient_texts, "patient_texts")
-        replies = _check_texts(replies, "replies")
-        if len(patient_texts) != len(replies):
-            raise ValueError(f"got {len(patient_texts)} patient texts for {len(replies)} replies; pass one per reply")
-        if crises is None:
-            crises = self.detector.detect(patient_texts)
-        elif len(crises) != len(replies):
-            raise ValueError(f"got {len(crises)} crisis findings for {len(replies)} replies; pass one per reply")
+        patient_texts, replies, crises = reply_check_inputs(patient_texts, replies, crises, self.detector)
         return [self._check_one(r, c) for r, c in zip(replies, crises)]
 
     def _check_one(self, reply: str, crisis: CrisisFinding) -> ReplyCheck:

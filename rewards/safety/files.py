@@ -6,6 +6,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from cbtgym.jsonl import iter_jsonl_objects
+
 
 def read_safety_items(path: str | Path) -> list[dict[str, Any]]:
     """Records of an input file, validated: ``{"patient": str, "therapist": str | null (optional)}``.
@@ -13,19 +15,8 @@ def read_safety_items(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ValueError: Naming the file, the line and the field, with the fix.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"{path}: input file not found")
     items = []
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg}); each line must be one JSON object") from None
-        if not isinstance(record, dict):
-            raise ValueError(f"{path}:{n}: must be a JSON object like {{\"patient\": \"...\", \"therapist\": \"...\"}}")
+    for n, record in iter_jsonl_objects(path):
         patient = record.get("patient")
         if not isinstance(patient, str) or not patient.strip():
             raise ValueError(f"{path}:{n}: field 'patient' is required and must be a non-empty string")

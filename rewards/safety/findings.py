@@ -8,9 +8,11 @@ that did not parse), never "safe".
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Iterable
+from typing import Any, Iterable, Sequence
 
 from cbtgym.profiles.schema import RISK_FLAGS
+
+from ..types import ItemResult, JudgeResult
 
 #: Crisis types, the same names as the profile schema's risk flags.
 CRISIS_TYPES: tuple[str, ...] = RISK_FLAGS
@@ -59,8 +61,21 @@ def order_types(types: Iterable[str]) -> tuple[str, ...]:
     return tuple(t for t in SEVERITY if t in found)
 
 
+def _flag_result(item: Any, flag: bool | None, names: Sequence[str], found: Sequence[str], judge: str) -> JudgeResult:
+    """A yes/no safety verdict as a judge result: 0/1 per name, all ``None`` when the verdict is unknown."""
+    known = flag is not None
+    return JudgeResult(
+        total=float(bool(flag)) if known else None,
+        scores={n: (float(n in found) if known else None) for n in names},
+        rationale="; ".join(f"{k}: {v!r}" for k, v in item.evidence.items()),
+        raw=item.raw,
+        parse_failed=item.parse_failed,
+        meta={"judge": judge},
+    )
+
+
 @dataclass
-class CrisisFinding:
+class CrisisFinding(ItemResult):
     """Whether one patient text signals a crisis.
 
     Attributes:
@@ -88,6 +103,15 @@ class CrisisFinding:
     def failed(cls, raw: str = "") -> "CrisisFinding":
         return cls(None, None, (), {}, True, raw)
 
+    def verdict(self) -> bool | None:
+        return self.crisis
+
+    def to_judge_result(self, judge: str) -> JudgeResult:
+        """``total`` 1.0 for a crisis, 0.0 for none, ``None`` unknown; one 0/1 score per crisis type."""
+        result = _flag_result(self, self.crisis, CRISIS_TYPES, self.types, judge)
+        result.meta["crisis_type"] = self.crisis_type
+        return result
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["types"] = list(self.types)
@@ -95,7 +119,7 @@ class CrisisFinding:
 
 
 @dataclass
-class ReplyCheck:
+class ReplyCheck(ItemResult):
     """Whether one therapist reply is safe, given the patient text it answers.
 
     Attributes:
@@ -124,7 +148,45 @@ class ReplyCheck:
         """Violations and ``missing:<requirement>`` entries together, for logs and reports."""
         return self.violations + tuple(f"missing:{m}" for m in self.missing)
 
+    def verdict(self) -> bool | None:
+        return self.response_safe
+
+    def to_judge_result(self, judge: str) -> JudgeResult:
+        """``total`` 1.0 safe, 0.0 unsafe, ``None`` unknown; one 0/1 score per violation and missing requirement."""
+        names = (*VIOLATIONS, *(f"missing:{r}" for r in REQUIREMENTS))
+        return _flag_result(self, self.response_safe, names, self.problems, judge)
+
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["violations"], d["missing"] = list(self.violations), list(self.missing)
         return d
+
+
+class CrisisDetector:
+    """Base of the crisis detectors: ``detect(texts) -> list[CrisisFinding]``, and the same as judge results."""
+
+    name = "crisis"
+
+    def detect(self, texts: Sequence[str]) -> list[CrisisFinding]:
+        raise NotImplementedError
+
+    def judge(self, texts: Sequence[str]) -> list[JudgeResult]:
+        """:meth:`detect` as :class:`~rewards.types.JudgeResult` (see :meth:`CrisisFinding.to_judge_result`)."""
+        return [f.to_judge_result(self.name) for f in self.detect(texts)]
+
+
+class ReplyChecker:
+    """Base of the reply checkers: ``check(patient_texts, replies, crises) -> list[ReplyCheck]``, and as judge results."""
+
+    name = "reply_check"
+
+    def check(
+        self, patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None = None
+    ) -> list[ReplyCheck]:
+        raise NotImplementedError
+
+    def judge(
+        self, patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None = None
+    ) -> list[JudgeResult]:
+        """:meth:`check` as :class:`~rewards.types.JudgeResult` (see :meth:`ReplyCheck.to_judge_result`)."""
+        return [c.to_judge_result(self.name) for c in self.check(patient_texts, replies, crises)]

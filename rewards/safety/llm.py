@@ -3,24 +3,21 @@
 Prompts are data (``prompts/crisis_detect.txt``, ``prompts/reply_check.txt``, ``string.Template``
 fields); the patient's words and the reply are fenced as data. Output is JSON (with
 ``Sampling(json_schema=...)`` for engines that enforce it), parsed tolerantly; each attempt is
-one ``generate()`` call for all pending items (:func:`rewards.judging.run_judge`). An item that
+one ``generate()`` call for all pending items (:class:`cbtgym.llm.LLMCaller`). An item that
 never parses comes back flagged (``parse_failed=True``) with ``crisis``/``response_safe`` set to
 ``None``: unknown, never assumed safe.
 """
 
 from __future__ import annotations
 
-import string
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
-from cbtgym.backends.base import Backend, Sampling
+from cbtgym.backends.base import Backend
+from cbtgym.llm import Attempted, LLMCaller, extract_json, fence, render_prompt, text_field
 
-from ..cache import JudgeCache, resolve_cache
-from ..judging import Attempted, extract_json, fence, run_judge, text_field
-from .embedded import _check_texts
-from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisFinding, ReplyCheck, order_types
+from .embedded import _check_texts, reply_check_inputs
+from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisDetector, CrisisFinding, ReplyCheck, ReplyChecker, order_types
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 
@@ -44,15 +41,6 @@ REPLY_SCHEMA: dict[str, Any] = {
     },
     "required": ["violations", "missing", "response_safe", "evidence"],
 }
-
-
-@lru_cache(maxsize=None)
-def load_safety_prompt(name: str) -> string.Template:
-    """The template ``prompts/<name>`` beside this module."""
-    path = PROMPT_DIR / name
-    if not path.is_file():
-        raise FileNotFoundError(f"safety prompt {name!r} not found in {PROMPT_DIR}")
-    return string.Template(path.read_text(encoding="utf-8"))
 
 
 def _as_bool(value: Any) -> bool | None:
@@ -128,49 +116,28 @@ def parse_reply_check(text: str, crisis: CrisisFinding | None) -> ReplyCheck | N
     return ReplyCheck(safe, tuple(violations), tuple(missing), {"note": evidence} if evidence else {}, False, text)
 
 
-class _LLMSafetyCheck:
-    """What both LLM checks share: backend, decoding, retries, cache, JSON schema."""
+class _LLMSafetyCheck(LLMCaller):
+    """What both LLM checks share beyond :class:`~cbtgym.llm.LLMCaller`: their schema and name."""
 
     schema: Mapping[str, Any] = {}
-
-    def __init__(
-        self,
-        backend: Backend,
-        *,
-        sampling: Sampling | None = None,
-        max_attempts: int = 3,
-        cache: JudgeCache | str | Path | bool | None = None,
-        use_json_schema: bool = True,
-        retry_temperature: float = 0.7,
-    ) -> None:
-        if max_attempts < 1:
-            raise ValueError(f"max_attempts must be >= 1 (got {max_attempts})")
-        self.backend = backend
-        base = sampling or Sampling(max_new_tokens=200)
-        self.sampling = base.with_(json_schema=self.schema) if use_json_schema else base
-        self.max_attempts = max_attempts
-        self.cache = resolve_cache(cache)
-        self.retry_temperature = retry_temperature
+    default_max_new_tokens = 200
 
     @property
     def name(self) -> str:
         return f"llm:{self.backend.name}"
 
     def _run(self, prompts: list[list[dict[str, str]]], parsers: list[Any]) -> list[Attempted[Any]]:
-        return run_judge(
-            self.backend, prompts, parsers, self.sampling,
-            max_attempts=self.max_attempts, cache=self.cache, retry_temperature=self.retry_temperature,
-        )
+        return self.call(prompts, parsers, self.schema)
 
 
-class LLMCrisisDetector(_LLMSafetyCheck):
+class LLMCrisisDetector(_LLMSafetyCheck, CrisisDetector):
     """Crisis detection by an LLM; same output as :class:`~rewards.safety.embedded.EmbeddedCrisisDetector`.
 
     Args:
         backend: The judge model.
         sampling: Decoding of the first attempt (default greedy, 200 new tokens); the JSON schema is added.
         max_attempts: Attempts per text before it is flagged ``parse_failed``.
-        cache: ``None``, ``True``/``"default"``, a path or a :class:`~rewards.cache.JudgeCache`.
+        cache: ``None``, ``True``/``"default"``, a path or a :class:`~cbtgym.llm.cache.JudgeCache`.
         use_json_schema: Put :data:`CRISIS_SCHEMA` into the sampling.
         retry_temperature: Temperature of retries when the first attempt is greedy.
     """
@@ -178,7 +145,8 @@ class LLMCrisisDetector(_LLMSafetyCheck):
     schema = CRISIS_SCHEMA
 
     def prompt(self, text: str) -> list[dict[str, str]]:
-        body = load_safety_prompt("crisis_detect.txt").substitute(
+        body = render_prompt(
+            PROMPT_DIR / "crisis_detect.txt",
             patient=fence(text, "patient"), types=", ".join(CRISIS_TYPES)
         )
         return [{"role": "user", "content": body}]
@@ -190,7 +158,7 @@ class LLMCrisisDetector(_LLMSafetyCheck):
         return [a.value if a.ok else CrisisFinding.failed("\n\n--- next attempt ---\n\n".join(a.raw)) for a in done]
 
 
-class LLMReplyChecker(_LLMSafetyCheck):
+class LLMReplyChecker(_LLMSafetyCheck, ReplyChecker):
     """Reply checking by an LLM; same output as :class:`~rewards.safety.embedded.EmbeddedReplyChecker`.
 
     Args:
@@ -222,7 +190,8 @@ class LLMReplyChecker(_LLMSafetyCheck):
         return f"CRISIS ({', '.join(crisis.types) or 'type unclear'})."
 
     def prompt(self, patient: str, reply: str, crisis: CrisisFinding | None) -> list[dict[str, str]]:
-        body = load_safety_prompt("reply_check.txt").substitute(
+        body = render_prompt(
+            PROMPT_DIR / "reply_check.txt",
             crisis_note=self.crisis_note(crisis),
             patient=fence(patient, "patient"),
             reply=fence(reply, "reply"),
@@ -235,14 +204,7 @@ class LLMReplyChecker(_LLMSafetyCheck):
         self, patient_texts: Sequence[str], replies: Sequence[str], crises: Sequence[CrisisFinding] | None = None
     ) -> list[ReplyCheck]:
         """One check per reply; one ``generate()`` call per attempt for the batch (plus detection if needed)."""
-        patient_texts = _check_texts(patient_texts, "patient_texts")
-        replies = _check_texts(replies, "replies")
-        if len(patient_texts) != len(replies):
-            raise ValueError(f"got {len(patient_texts)} patient texts for {len(replies)} replies; pass one per reply")
-        if crises is None:
-            crises = self.detector.detect(patient_texts)
-        elif len(crises) != len(replies):
-            raise ValueError(f"got {len(crises)} crisis findings for {len(replies)} replies; pass one per reply")
+        patient_texts, replies, crises = reply_check_inputs(patient_texts, replies, crises, self.detector)
         prompts = [self.prompt(p, r, c) for p, r, c in zip(patient_texts, replies, crises)]
         parsers = [lambda text, c=c: parse_reply_check(text, c) for c in crises]
         done = self._run(prompts, parsers)

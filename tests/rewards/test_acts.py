@@ -8,7 +8,8 @@ import re
 import pytest
 
 from cbtgym.backends.scripted import ScriptedBackend
-from rewards.acts import CATEGORIES, ActLabel, act_types, category_of, label_file, load_taxonomy, make_act_classifier
+from rewards.acts import CATEGORIES, ActLabel, act_types, category_of, label_file, load_taxonomy
+from rewards.factory import make_judge
 from rewards.acts.data import load_eval, load_examples, load_labelled
 from rewards.acts.labels import check_batch
 from rewards.acts.llm_classifier import LLMActClassifier, normalise_label, parse_label
@@ -251,8 +252,8 @@ def test_label_file_missing_input(tmp_path):
         label_file(tmp_path / "nope.jsonl", tmp_path / "out.jsonl", LLMActClassifier(ScriptedBackend()))
 
 
-def test_make_act_classifier_takes_a_backend_spec():
-    clf = make_act_classifier("scripted")
+def test_make_judge_takes_a_backend_spec_for_acts():
+    clf = make_judge("acts", "scripted")
     assert isinstance(clf, LLMActClassifier) and clf.backend.name == "scripted"
 
 

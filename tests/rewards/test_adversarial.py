@@ -144,6 +144,19 @@ def test_a_judge_note_appended_to_a_good_question_costs_reward(rubric):
     assert all(h.value < good.value for h in hacked), [(good.value, h.value) for h in hacked]
 
 
+@pytest.mark.slow
+def test_rubric_score_is_the_sum_of_its_turn_rewards(rubric):
+    # score(transcripts, profiles) replays the session turn by turn through the step reward.
+    case = CASES[0]
+    t = state(case, "good")
+    t.add("patient", "I guess I thought she was angry with me.")
+    t.add("therapist", "What makes you think she was angry?")
+    first = Transcript(t.profile_id, t.attitude, t.turns[:4], None)
+    steps = rubric([first, t], [profile_of(case)] * 2, [False, True])
+    [whole] = rubric.score([t], [profile_of(case)])
+    assert whole.total == steps[0].value + steps[1].value and whole.meta["turns"] == 2
+
+
 # --------------------------------------------------------------------------- LLM judges: fencing
 
 

@@ -20,7 +20,7 @@ from rewards.at_recovery import (
     parse_match,
     utterance_units,
 )
-from rewards.judging import PROMPT_DIR
+from rewards.llm_judge import PROMPT_DIR
 from tests.factories import profile
 
 GT = "If I make one mistake, they will see I am not cut out for this job."
@@ -115,14 +115,6 @@ def test_ground_truth_is_required():
         EmbeddingATJudge(lambda texts: None).score([AVOIDING])
 
 
-@pytest.mark.slow
-def test_embedding_judge_works_as_a_trl_reward(minilm):
-    reward = EmbeddingATJudge(minilm).as_reward_fn()
-    prompts = ["Patient: I keep thinking one slip-up and they'll see I can't do this job.", "Patient: I'm fine."]
-    out = reward(prompts=prompts, completions=["I hear you.", "Okay."], profile=[profile().to_dict()] * 2)
-    assert out[0] > out[1]
-
-
 # --------------------------------------------------------------------------- LLM judge (scripted LLM, real MiniLM)
 
 
@@ -149,6 +141,41 @@ def test_llm_judge_runs_two_batched_stages(minilm, policy, failed_total):
     assert ok.scores["disclosed"] == 1.0
     assert failed.parse_failed and failed.total == failed_total and failed.meta["failed_stage"] == "estimate"
     assert failed.scores["disclosed"] == 0.0  # the deterministic part is still measured
+
+
+def forging_reply(conv, sampling):
+    text = conv[-1]["content"]
+    if "real automatic thought" in text:  # the match prompt: the forged thought would match
+        return json.dumps({"rationale": "same fear", "match": "slip-up" in text})
+    return json.dumps({"automatic_thoughts": [
+        # evidence the patient never said (AVOIDING never mentions a slip-up)
+        {"thought": "One slip-up and they'll see I can't do this job.", "evidence": "one slip-up and I'm out"},
+        # evidence the patient did say, but a thought that is not the ground truth
+        {"thought": "Evenings are hard.", "evidence": "I feel TENSE every evening"},
+    ]})
+
+
+@pytest.mark.slow
+def test_llm_judge_counts_only_thoughts_the_patient_said(minilm):
+    backend = ScriptedBackend(forging_reply)
+    [r] = LLMATJudge(backend, embed=minilm, max_attempts=1).score([AVOIDING], [profile()])
+    # The forged thought is dropped before the match verdict, so the verdict is on "Evenings are hard." only.
+    assert r.total == 0.0 and r.scores["match"] == 0.0 and not r.parse_failed
+    assert r.meta["evidence_verified"] == 1 and backend.stats.calls == 2
+    assert r.scores["similarity"] < DISCLOSURE_THRESHOLD
+
+
+@pytest.mark.slow
+def test_llm_judge_scores_zero_without_a_match_call_when_no_evidence_is_the_patients(minilm):
+    def reply(conv, sampling):
+        return json.dumps({"automatic_thoughts": [
+            {"thought": "One slip-up and they'll see I can't do this job.", "evidence": "I will be fired"}]})
+
+    backend = ScriptedBackend(reply)
+    [r] = LLMATJudge(backend, embed=minilm, max_attempts=1).score([AVOIDING], [profile()])
+    assert r.total == 0.0 and r.scores["match"] == 0.0 and r.scores["similarity"] is None and not r.parse_failed
+    assert r.meta["evidence_verified"] == 0 and backend.stats.calls == 1  # no match verdict asked for
+    assert "quotes the patient" in r.rationale
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ import pytest
 from cbtgym.backends.scripted import ScriptedBackend
 from cbtgym.profiles.schema import RISK_FLAGS
 from cbtgym.transcript import Transcript
+from rewards.factory import make_judge
 from rewards.safety import (
     CRISIS_TYPES,
     CrisisFinding,
@@ -18,7 +19,6 @@ from rewards.safety import (
     LLMReplyChecker,
     ReplyCheck,
     SafetyJudge,
-    make_safety_checkers,
     safety_file,
     violation,
 )
@@ -241,8 +241,9 @@ def test_safety_file_errors_name_line_and_field(tmp_path, rules, line, message):
         safety_file(src, tmp_path / "out.jsonl", *rules)
 
 
-def test_make_safety_checkers_rules():
-    detector, checker = make_safety_checkers("rules")
+def test_make_judge_builds_the_rules_checks():
+    detector = make_judge("crisis", "rules")
+    checker = make_judge("reply_check", "rules", detector=detector)
     assert detector.use_embeddings is False and checker.check(["I want to die."], ["Okay."])[0].response_safe is False
 
 

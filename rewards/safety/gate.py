@@ -7,12 +7,12 @@ from typing import Any, Sequence
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
 
-from ..judging import RewardFnMixin, align_profiles
+from ..llm_judge import align_profiles
 from ..types import JudgeResult
 from .findings import CrisisFinding
 
 
-class SafetyJudge(RewardFnMixin):
+class SafetyJudge:
     """Screens each patient turn for a crisis and checks the therapist reply that follows it.
 
     ``total`` is 1.0 when every reply is safe, 0.0 when any reply is unsafe, and ``None`` (with

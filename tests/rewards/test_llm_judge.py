@@ -1,4 +1,4 @@
-"""The shared judge machinery: JSON extraction, fencing, batched retries, failure policies, TRL adapter."""
+"""The shared judge machinery: JSON extraction, fencing, batched retries, failure policies."""
 
 from __future__ import annotations
 
@@ -9,14 +9,10 @@ import pytest
 from cbtgym.backends.base import Sampling
 from cbtgym.backends.scripted import ScriptedBackend
 from cbtgym.transcript import Transcript
-from rewards.judging import (
-    LLMJudge,
-    attempt_sampling,
-    extract_json,
-    fence,
-    run_judge,
-    transcript_from_trl,
-)
+from cbtgym.llm import extract_json, fence
+from cbtgym.llm.generation import attempt_sampling
+from cbtgym.llm.generation import generate_parsed
+from rewards.llm_judge import LLMJudge
 from rewards.types import JudgeResult
 
 
@@ -61,7 +57,7 @@ def test_fence_rejects_odd_tag_names():
         fence("x", tag="a b>")
 
 
-# --------------------------------------------------------------------------- run_judge
+# --------------------------------------------------------------------------- generate_parsed
 
 
 def parse_score(text: str):
@@ -81,10 +77,10 @@ def flaky_backend(bad_first: set[str]):
     return ScriptedBackend(reply, name="flaky")
 
 
-def test_run_judge_batches_attempts_and_retries_only_failures():
+def test_generate_parsed_batches_attempts_and_retries_only_failures():
     prompts = [[{"role": "user", "content": c}] for c in ("a", "bb", "ccc", "dddd")]
     backend = flaky_backend({"bb", "dddd"})
-    results = run_judge(backend, prompts, parse_score, Sampling(), max_attempts=3)
+    results = generate_parsed(backend, prompts, parse_score, Sampling(), max_attempts=3)
     assert [r.value for r in results] == [1, 2, 3, 4]
     assert [r.attempts for r in results] == [1, 2, 1, 2]
     assert backend.stats.calls == 2  # attempt 1: all four in one call; attempt 2: the two failures
@@ -92,27 +88,27 @@ def test_run_judge_batches_attempts_and_retries_only_failures():
     assert results[1].raw[0] == "I would rather not say." and results[1].errors == ["unparseable"]
 
 
-def test_run_judge_flags_failure_after_max_attempts_with_every_raw_text():
+def test_generate_parsed_flags_failure_after_max_attempts_with_every_raw_text():
     backend = ScriptedBackend(["garbage"])
-    results = run_judge(backend, [[{"role": "user", "content": "x"}]] * 3, parse_score, max_attempts=3)
+    results = generate_parsed(backend, [[{"role": "user", "content": "x"}]] * 3, parse_score, max_attempts=3)
     assert all(not r.ok and r.attempts == 3 and r.raw == ["garbage"] * 3 for r in results)
     assert backend.stats.calls == 3
 
 
-def test_run_judge_counts_a_raising_parser_as_a_failed_parse():
+def test_generate_parsed_counts_a_raising_parser_as_a_failed_parse():
     def boom(text):
         raise KeyError("score")
 
-    [r] = run_judge(ScriptedBackend(["{}"]), [[{"role": "user", "content": "x"}]], boom, max_attempts=2)
+    [r] = generate_parsed(ScriptedBackend(["{}"]), [[{"role": "user", "content": "x"}]], boom, max_attempts=2)
     assert not r.ok and r.attempts == 2 and "KeyError" in r.errors[0]
 
 
-def test_run_judge_accepts_one_parser_per_prompt_and_checks_the_count():
+def test_generate_parsed_accepts_one_parser_per_prompt_and_checks_the_count():
     prompts = [[{"role": "user", "content": "x"}]] * 2
     parsers = [lambda t: "first", lambda t: "second"]
-    assert [r.value for r in run_judge(ScriptedBackend(), prompts, parsers)] == ["first", "second"]
+    assert [r.value for r in generate_parsed(ScriptedBackend(), prompts, parsers)] == ["first", "second"]
     with pytest.raises(ValueError, match="one per prompt"):
-        run_judge(ScriptedBackend(), prompts, parsers[:1])
+        generate_parsed(ScriptedBackend(), prompts, parsers[:1])
 
 
 def test_retries_sample_with_attempt_seeds_so_greedy_does_not_repeat_itself():
@@ -176,43 +172,4 @@ def test_judge_scores_a_batch_in_one_call():
     backend = ScriptedBackend(lambda conv, s: json.dumps({"score": conv[0]["content"].count("x")}))
     results = LengthJudge(backend).score([session("x"), session("xx"), session("xxx")])
     assert [r.total for r in results] == [1.0, 2.0, 3.0] and not any(r.parse_failed for r in results)
-    assert backend.stats.calls == 1
-
-
-# --------------------------------------------------------------------------- TRL adapter
-
-
-def test_transcript_from_trl_maps_chat_messages_and_drops_system():
-    prompt = [
-        {"role": "system", "content": "You are a CBT therapist."},
-        {"role": "assistant", "content": "Hi, what brings you here?"},
-        {"role": "user", "content": "I can't sleep."},
-    ]
-    t = transcript_from_trl(prompt, [{"role": "assistant", "content": "What keeps you awake?"}])
-    assert [(x.speaker, x.text) for x in t.turns] == [
-        ("therapist", "Hi, what brings you here?"),
-        ("patient", "I can't sleep."),
-        ("therapist", "What keeps you awake?"),
-    ]
-
-
-def test_transcript_from_trl_reads_rendered_and_plain_string_prompts():
-    rendered = "Therapist: Hello.\nPatient: I feel low.\nIt started in May.\n"
-    t = transcript_from_trl(rendered, "When in May?")
-    assert [(x.speaker, x.text) for x in t.turns] == [
-        ("therapist", "Hello."), ("patient", "I feel low.\nIt started in May."), ("therapist", "When in May?")]
-    plain = transcript_from_trl("I keep worrying about work.", "What worries you most?")
-    assert [x.speaker for x in plain.turns] == ["patient", "therapist"]
-    with pytest.raises(TypeError, match="prompt"):
-        transcript_from_trl(42, "x")
-
-
-def test_as_reward_fn_has_trl_shape_and_none_for_failures():
-    # The scripted judge reads the number of x's in the fenced transcript; 11+ is out of range -> failure.
-    backend = ScriptedBackend(lambda conv, s: json.dumps({"score": conv[0]["content"].count("x")}))
-    reward = LengthJudge(backend, max_attempts=1).as_reward_fn()
-    assert reward.__name__ == "length"
-    prompts = [[{"role": "user", "content": "x"}], "Patient: xx"]
-    completions = [[{"role": "assistant", "content": "ok"}], "x" * 20]
-    assert reward(prompts=prompts, completions=completions) == [1.0, None]
     assert backend.stats.calls == 1

@@ -114,8 +114,12 @@ class JudgeCache:
         return self.get_many([key]).get(key)
 
     def put_many(self, items: Iterable[tuple[str, str]] | Mapping[str, str], backend: str = "") -> None:
-        """Store ``(key, text)`` pairs; an existing key is overwritten."""
-        rows = list(items.items() if isinstance(items, Mapping) else items)
+        """Store ``(key, text)`` pairs; an existing key is overwritten.
+
+        An empty or ``None`` text is a failed generation, not a reply: it is skipped, so the next
+        lookup asks the backend again instead of replaying the failure.
+        """
+        rows = [(k, t) for k, t in (items.items() if isinstance(items, Mapping) else items) if t and t.strip()]
         if not rows:
             return
         now = time.time()
