@@ -173,6 +173,14 @@ class Backend:
     def _generate(self, conversations: list[list[dict[str, str]]], sampling: Sampling) -> tuple[list[str], int | None]:
         raise NotImplementedError
 
+    def describe(self) -> str:
+        """A stable identity of the model behind this backend, for resume records and caches.
+
+        The same in every process that loads the same model (no object ids); free of secrets
+        (URLs without user info or query, never an API key). Defaults to ``name``.
+        """
+        return self.name
+
     def close(self) -> None:
         """Release engine resources (processes, GPU memory). Safe to call twice."""
 
