@@ -134,11 +134,10 @@ def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:
     persona = data.get("persona")
     if not isinstance(persona, Mapping):
         raise ProfileError("must be a mapping with age, gender, occupation", source=src, profile_id=pid, field="persona")
-    age = persona.get("age")
-    try:
-        age = int(age)
-    except (TypeError, ValueError):
-        raise ProfileError(f"must be an integer (got {age!r})", source=src, profile_id=pid, field="persona.age") from None
+    age = _whole_years(persona.get("age"))
+    if age is None:
+        raise ProfileError(f"must be a whole number of years such as 34 (got {persona.get('age')!r})",
+                           source=src, profile_id=pid, field="persona.age")
     if not 10 <= age <= 110:
         raise ProfileError(f"must be between 10 and 110 (got {age})", source=src, profile_id=pid, field="persona.age")
     p = Persona(
@@ -174,3 +173,15 @@ def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:
         background=_text(data, "background", pid, src, required=False),
         source=str(data.get("source") or src or "unknown"),
     )
+
+
+def _whole_years(value: Any) -> int | None:
+    """An age as an int, or None when it is not a whole number: ``int(3.5)`` would make 3 of a typo and
+    ``True`` would pass as 1, so only ints and digit strings (LLM4CBT writes ``PATIENT_AGE: '34'``) count."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None
