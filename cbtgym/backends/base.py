@@ -158,7 +158,11 @@ class Backend:
             sampling: Decoding settings; defaults to greedy with 128 new tokens.
 
         Returns:
-            One completion text per conversation, in order.
+            One completion text per conversation, in order. ``""`` only when the model ran and produced
+            nothing (an in-process engine whose first token was end-of-sequence, or a stop string at once);
+            a call that failed raises :class:`BackendError` instead, so no caller can play or cache a
+            failure as text. (A server answering 200 with null or empty content has failed: the HTTP
+            backend retries it and then raises.)
         """
         convs = validate_conversations(conversations)
         if not convs:
