@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from ..jsonl import MAX_UTTERANCE_CHARS
+
 ATTITUDES = ("active", "passive")
 RISK_FLAGS = (
     "suicidal_ideation",
@@ -106,7 +108,16 @@ def _text(data: Mapping[str, Any], key: str, pid: str | None, src: str | None, *
         return None
     if not isinstance(value, str):
         raise ProfileError(f"must be a string (got {type(value).__name__})", source=src, profile_id=pid, field=key)
-    return value.strip()
+    return _bounded(value.strip(), key, pid, src)
+
+
+def _bounded(value: str, key: str, pid: str | None, src: str | None) -> str:
+    # Profile text goes into every patient prompt and judge call of a session: a pasted document would
+    # make each step crawl, so it is refused like an over-long CLI utterance.
+    if len(value) > MAX_UTTERANCE_CHARS:
+        raise ProfileError(f"is {len(value)} characters; a profile field may have at most {MAX_UTTERANCE_CHARS}",
+                           source=src, profile_id=pid, field=key)
+    return value
 
 
 def _texts(data: Mapping[str, Any], key: str, pid: str | None, src: str | None, *, min_items: int) -> tuple[str, ...]:
@@ -117,7 +128,7 @@ def _texts(data: Mapping[str, Any], key: str, pid: str | None, src: str | None, 
         raise ProfileError("must be a list of non-empty strings", source=src, profile_id=pid, field=key)
     if len(value) < min_items:
         raise ProfileError(f"needs at least {min_items} item(s)", source=src, profile_id=pid, field=key)
-    return tuple(v.strip() for v in value)
+    return tuple(_bounded(v.strip(), key, pid, src) for v in value)
 
 
 def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:

@@ -281,3 +281,15 @@ def test_validate_profiles_shows_a_bad_age_in_one_line(tmp_path, capsys):
 
 def test_loaded_profiles_are_patient_profiles():
     assert all(isinstance(p, PatientProfile) for p in load_profiles("bank:train"))
+
+
+def test_an_over_long_profile_field_is_an_error_naming_it(tmp_path):
+    from cbtgym.jsonl import MAX_UTTERANCE_CHARS
+
+    path = write_jsonl(tmp_path / "long.jsonl", [record("t-long", situation="I worry. " * 120_000)])
+    with pytest.raises(ProfileError) as err:
+        load_profiles(path)
+    assert_names(err, f"{path}:1", "'t-long'", "field 'situation'", str(MAX_UTTERANCE_CHARS))
+    path = write_jsonl(tmp_path / "long2.jsonl", [record("t-long2", reactions=["ok", "x" * (MAX_UTTERANCE_CHARS + 1)])])
+    with pytest.raises(ProfileError, match="field 'reactions'"):
+        load_profiles(path)
