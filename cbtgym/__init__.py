@@ -5,9 +5,21 @@
 gives N sessions stepped with one batched model call per step.
 """
 
-import gymnasium
+import os as _os
 
-from .transcript import Transcript, Turn
+_environ_before = dict(_os.environ)
+import gymnasium  # noqa: E402  (it sets PYGAME_HIDE_SUPPORT_PROMPT when first imported)
+
+from .transcript import Transcript, Turn  # noqa: E402
+
+# Importing cbtgym changes no environment variable, not even through its dependencies: a process that
+# imports a library keeps the environment it set up (variables a model load needs are set at that load).
+for _k in set(_os.environ) - set(_environ_before):
+    del _os.environ[_k]
+for _k, _v in _environ_before.items():
+    if _os.environ.get(_k) != _v:
+        _os.environ[_k] = _v
+del _environ_before, _k, _v
 
 __version__ = "0.1.0"
 

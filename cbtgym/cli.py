@@ -3,21 +3,40 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
+
+from .jsonl import check_utterance_lengths
 
 
 def _simulate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from .backends.factory import make_backend
-    from .jsonl import JsonlWriter, done_keys
+    from .backends.factory import make_backend, spec_identity
+    from .jsonl import JsonlWriter
+    from .profiles import load_profiles
+    from .resume import resume_keys, text_digest
     from .rollout import EpisodeSpec, run_episodes
-    from .therapists import PromptTherapist
+    from .therapists import PromptTherapist, therapist_prompt
 
     specs = [EpisodeSpec(seed=args.seed + i, attitude=args.attitude) for i in range(args.episodes)]
     out = Path(args.out)
-    finished = done_keys(out, "key")
+    # Everything that shapes an episode record besides its key (drawn|attitude|seed): a second run
+    # into the same --out with any of these changed must not be taken for a resume.
+    settings = {
+        "therapist_backend": spec_identity(args.therapist_backend),
+        "therapist_prompt": args.therapist_prompt,
+        "therapist_prompt_text": therapist_prompt(args.therapist_prompt),
+        "patient_backend": spec_identity(args.patient_backend),
+        "profiles": args.profiles,
+        "profiles_content": text_digest(json.dumps([p.to_dict() for p in load_profiles(args.profiles)], sort_keys=True)),
+        "rounds": args.rounds,
+        "reward": args.reward,
+        "batch_size": args.batch_size,  # padded batches can change a model's greedy text
+    }
+    finished = resume_keys(out, settings, fresh=args.fresh,
+                           fresh_hint="start a new one with --fresh (the old file is kept as <out>.bak)")
     todo = [s for s in specs if s.key not in finished]
     print(f"{len(specs) - len(todo)} of {len(specs)} episodes already in {out}; running {len(todo)}", file=sys.stderr)
     if not todo:
@@ -72,6 +91,7 @@ def _fmt(components: dict) -> str:
 def _label(args: argparse.Namespace) -> int:
     from rewards.acts import label_file
 
+    check_utterance_lengths(args.input, ("text", "context"))
     # label_file takes the --judge value itself and builds the classifier only after the
     # whole input has been validated, so a bad line fails before a model loads.
     n = label_file(args.input, args.out, args.judge)
@@ -83,16 +103,49 @@ def _safety(args: argparse.Namespace) -> int:
     from rewards.factory import make_judge
     from rewards.safety import read_safety_items, safety_file
 
-    read_safety_items(args.input)  # validate every line before a judge (possibly a model) is built
+    check_utterance_lengths(args.input, ("patient", "therapist"))
+    items = read_safety_items(args.input)  # validate every line before a judge (possibly a model) is built
     detector = make_judge("crisis", args.judge)
     checker = make_judge("reply_check", args.judge, detector=detector)
-    counts = safety_file(args.input, args.out, detector, checker)
+    parts = _in_chunks(lambda i, o: safety_file(i, o, detector, checker), args.input, args.out, len(items), "lines")
+    counts = {k: sum(c[k] for c in parts) for k in ("lines", "crisis", "replies", "unsafe", "unknown")}
     print(
         f"{counts['lines']} lines: {counts['crisis']} crisis, {counts['replies']} replies checked, "
         f"{counts['unsafe']} unsafe, {counts['unknown']} unknown -> {args.out}",
         file=sys.stderr,
     )
     return 0
+
+
+#: Lines per call when a CLI job shows progress: large enough to keep the model batched.
+CHUNK_LINES = 256
+
+
+def _in_chunks(fn, in_path: str, out_path: str, total: int, unit: str) -> list:
+    """Run ``fn(chunk_in, chunk_out)`` over the input in chunks of :data:`CHUNK_LINES` lines with a
+    progress bar; the output appears only when every chunk is done (a failure leaves no half file)."""
+    import shutil
+    import tempfile
+
+    from tqdm import tqdm
+
+    out = Path(out_path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # The caller has validated the whole input (line numbers in errors refer to it, not to a chunk).
+    lines = [ln for ln in Path(in_path).read_text(encoding="utf-8").splitlines() if ln.strip()]
+    results = []
+    with tempfile.TemporaryDirectory() as tmp, tqdm(total=total, desc=unit, unit="line") as bar:
+        part = Path(tmp) / "out.jsonl"
+        with part.open("w", encoding="utf-8") as acc:
+            for start in range(0, max(len(lines), 1), CHUNK_LINES):
+                chunk = lines[start:start + CHUNK_LINES]
+                chunk_in, chunk_out = Path(tmp) / "in.jsonl", Path(tmp) / "chunk.jsonl"
+                chunk_in.write_text("".join(ln + "\n" for ln in chunk), encoding="utf-8")
+                results.append(fn(chunk_in, chunk_out))
+                acc.write(chunk_out.read_text(encoding="utf-8"))
+                bar.update(len(chunk))
+        shutil.move(part, out)
+    return results
 
 
 def _validate_profiles(args: argparse.Namespace) -> int:
@@ -119,7 +172,9 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--batch-size", type=int, default=16, help="sessions stepped together")
     sim.add_argument("--reward", default="rubric",
                      help="'rubric' (embedded proxy judge), 'composite', 'composite:<file.yaml>' or 'placeholder'")
-    sim.add_argument("--out", required=True, help="JSONL output; re-running skips episodes already there")
+    sim.add_argument("--out", required=True, help="JSONL output; re-running with the same settings skips episodes already there")
+    sim.add_argument("--fresh", action="store_true",
+                     help="start a new --out even if it holds episodes of other settings (the old file is kept as <out>.bak)")
     sim.set_defaults(fn=_simulate)
 
     demo = sub.add_parser("demo", help="one short session, embedded SmolLM2 therapist vs the rule-based patient, as a transcript")
@@ -147,12 +202,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Run one command; a config, backend or path error ends in one line on stderr and exit code 2."""
+    from .backends.base import BackendError
+    from .embeddings import EmbedderUnavailable
+
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"cbtgym {args.command}: error: {e}", file=sys.stderr)
+    except (ValueError, OSError, BackendError, EmbedderUnavailable) as e:
+        # One line: the message already names the file, field or setting and the fix; a traceback
+        # would bury it. Exceptions outside these (a bug) still show theirs.
+        reason = " ".join(str(e).split()) or type(e).__name__
+        print(f"cbtgym {args.command}: error: {reason}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"cbtgym {args.command}: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

@@ -87,3 +87,42 @@ class JsonlWriter:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: The longest utterance (characters) a CLI command accepts in one field of an input line. A therapy
+#: turn is a few hundred characters; the judges' rules and models slow down with length (a 1 MB line
+#: took minutes), so a longer text is an error naming its line, not a silent cut.
+MAX_UTTERANCE_CHARS = 4000
+
+
+def check_utterance_lengths(path: str | Path, fields: Iterable[str], limit: int = MAX_UTTERANCE_CHARS) -> int:
+    """Refuse an input file with a text field longer than ``limit`` characters; return its line count.
+
+    Lines that are not JSON objects are left to the command's own validation (which names them).
+
+    Raises:
+        FileNotFoundError: ``path`` does not exist.
+        ValueError: Naming the file, line, field, its length and the limit.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: input file not found")
+    fields = tuple(fields)
+    count = 0
+    with path.open(encoding="utf-8") as fh:
+        for n, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            count += 1
+            if len(line) <= limit:
+                continue  # no field can be longer than its line: skip the parse
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError:
+                continue
+            for f in fields:
+                value = record.get(f) if isinstance(record, dict) else None
+                if isinstance(value, str) and len(value) > limit:
+                    raise ValueError(f"{path}:{n}: field {f!r} is {len(value)} characters; one utterance may have at "
+                                     f"most {limit} (cbtgym.jsonl.MAX_UTTERANCE_CHARS): split or shorten it")
+    return count

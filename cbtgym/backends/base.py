@@ -158,7 +158,11 @@ class Backend:
             sampling: Decoding settings; defaults to greedy with 128 new tokens.
 
         Returns:
-            One completion text per conversation, in order.
+            One completion text per conversation, in order. ``""`` only when the model ran and produced
+            nothing (an in-process engine whose first token was end-of-sequence, or a stop string at once);
+            a call that failed raises :class:`BackendError` instead, so no caller can play or cache a
+            failure as text. (A server answering 200 with null or empty content has failed: the HTTP
+            backend retries it and then raises.)
         """
         convs = validate_conversations(conversations)
         if not convs:
@@ -172,6 +176,14 @@ class Backend:
 
     def _generate(self, conversations: list[list[dict[str, str]]], sampling: Sampling) -> tuple[list[str], int | None]:
         raise NotImplementedError
+
+    def describe(self) -> str:
+        """A stable identity of the model behind this backend, for resume records and caches.
+
+        The same in every process that loads the same model (no object ids); free of secrets
+        (URLs without user info or query, never an API key). Defaults to ``name``.
+        """
+        return self.name
 
     def close(self) -> None:
         """Release engine resources (processes, GPU memory). Safe to call twice."""

@@ -89,3 +89,16 @@ def make_backend(spec: Backend | str | Path | Mapping[str, Any]) -> Backend:
         if hash_ and base_url and model:
             return _build("openai", {"base_url": base_url, "model": model})
     raise ValueError(f"unknown backend spec {spec!r}; accepted forms: {ACCEPTED_FORMS}")
+
+
+def spec_identity(spec: str) -> str:
+    """What a backend spec string names, without building the backend: the spec itself, with any
+    ``openai:`` URL stripped of user info, query and fragment (where keys sometimes hide)."""
+    kind, sep, rest = spec.partition(":")
+    if sep and kind == "openai":
+        from .openai_http import redact_url
+
+        base_url, hash_, model = rest.rpartition("#")
+        if hash_ and base_url:
+            return f"openai:{redact_url(base_url)}#{model}"
+    return spec

@@ -25,6 +25,45 @@ from .base import Backend, BackendError, Sampling, apply_stop, is_prefill
 log = logging.getLogger(__name__)
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
+#: Characters of a server's body kept in an error message (after the key is masked).
+BODY_CHARS = 300
+#: The shortest piece of the API key that is masked wherever it appears in error text.
+KEY_FRAGMENT = 8
+
+
+class _EmptyReply(Exception):
+    """A 200 answer whose content is null or empty: a server fault, retried like a 5xx."""
+
+
+def mask_secret(text: str, secret: str | None, limit: int | None = None) -> str:
+    """``text`` with every run of ``KEY_FRAGMENT``+ characters that occurs in ``secret`` replaced by ``***``,
+    then cut to ``limit`` characters: masking first, so a key across the cut cannot survive in part.
+
+    A server may echo the key whole, cut, or split across lines; each window of ``KEY_FRAGMENT``
+    characters found in the key is masked, so no such piece of it is left anywhere.
+    """
+    if limit is not None:
+        # Enough past the cut that a key starting before it is masked whole.
+        text = text[: limit + len(secret or "")]
+    if secret and len(secret) >= KEY_FRAGMENT:
+        grams = {secret[i:i + KEY_FRAGMENT] for i in range(len(secret) - KEY_FRAGMENT + 1)}
+        hidden = [False] * len(text)
+        for i in range(len(text) - KEY_FRAGMENT + 1):
+            if text[i:i + KEY_FRAGMENT] in grams:
+                hidden[i:i + KEY_FRAGMENT] = [True] * KEY_FRAGMENT
+        out, i = [], 0
+        while i < len(text):
+            if hidden[i]:
+                while i < len(text) and hidden[i]:
+                    i += 1
+                out.append("***")
+            else:
+                out.append(text[i])
+                i += 1
+        text = "".join(out)
+    elif secret:
+        text = text.replace(secret, "***")
+    return text if limit is None else text[:limit]
 
 
 def redact_url(url: str) -> str:
@@ -157,10 +196,9 @@ class OpenAIBackend(Backend):
 
     # -- sending -------------------------------------------------------------------------------
 
-    def _scrub(self, text: str) -> str:
-        """Remove the API key from text that may echo a request (error bodies, exception messages)."""
-        key = os.environ.get(self.api_key_env)
-        return text.replace(key, "***") if key else text
+    def _scrub(self, text: str, limit: int | None = None) -> str:
+        """Mask the API key (and any 8+-character piece of it) in text that may echo a request, then cut."""
+        return mask_secret(text, os.environ.get(self.api_key_env), limit)
 
     def _post(self, body: dict[str, Any]) -> tuple[str, int | None]:
         """Send one request with retries; return (content, completion_tokens)."""
@@ -174,14 +212,18 @@ class OpenAIBackend(Backend):
                 last_error = f"{type(e).__name__}: {e}"
             else:
                 if resp.status_code == 200:
-                    return self._parse(resp)
-                last_error = f"HTTP {resp.status_code}: {resp.text[:300]}"
-                if resp.status_code not in RETRYABLE_STATUS:
-                    raise BackendError(
-                        f"{self.name}: {redact_url(self.url)} answered {self._scrub(last_error)} "
-                        "(not retried: the request itself was refused)"
-                    )
-                retry_after = parse_retry_after(resp.headers.get("retry-after"))
+                    try:
+                        return self._parse(resp)
+                    except _EmptyReply as e:
+                        last_error = str(e)
+                else:
+                    last_error = f"HTTP {resp.status_code}: {self._scrub(resp.text, BODY_CHARS)}"
+                    if resp.status_code not in RETRYABLE_STATUS:
+                        raise BackendError(
+                            f"{self.name}: {redact_url(self.url)} answered {self._scrub(last_error)} "
+                            "(not retried: the request itself was refused)"
+                        )
+                    retry_after = parse_retry_after(resp.headers.get("retry-after"))
             if attempt + 1 < attempts:
                 with self._rng_lock:
                     delay = backoff_delay(attempt, self.backoff, self.max_backoff, self._rng, retry_after)
@@ -200,11 +242,17 @@ class OpenAIBackend(Backend):
         except (ValueError, KeyError, IndexError, TypeError) as e:
             raise BackendError(
                 f"{self.name}: {redact_url(self.url)} sent a reply without choices[0].message.content "
-                f"({type(e).__name__}): {self._scrub(resp.text[:300])}"
+                f"({type(e).__name__}): {self._scrub(resp.text, BODY_CHARS)}"
             ) from e
+        if content is None or not str(content).strip():
+            # A server that answers 200 with no text has failed (overload, a crashed worker, a filter);
+            # taken as a reply it would become a silent turn that the env plays and the judges score.
+            finish = (data["choices"][0] or {}).get("finish_reason") if isinstance(data["choices"][0], dict) else None
+            raise _EmptyReply(f"HTTP 200 with {'null' if content is None else 'empty'} message content "
+                              f"(finish_reason {finish!r})")
         usage = data.get("usage") or {}
         tokens = usage.get("completion_tokens")
-        return ("" if content is None else str(content)), (tokens if isinstance(tokens, int) else None)
+        return str(content), (tokens if isinstance(tokens, int) else None)
 
     def _generate(self, conversations, sampling):
         seeds = sampling.request_seeds(len(conversations))

@@ -1,7 +1,7 @@
 """Patient profiles: the schema, the bank written for cbtgym with its fixed split, and loaders.
 
 ``load_profiles("bank:train")`` / ``load_profiles("bank:test")`` give the fixed split,
-``load_profiles("llm4cbt")`` the 9 LLM4CBT personas (read from ``../shared``), and any
+``load_profiles("llm4cbt")`` the 9 LLM4CBT personas (read from ``$CBTGYM_SHARED_DIR``), and any
 ``.yaml``/``.jsonl`` file or directory works too. The LLM profile generator lives in
 :mod:`cbtgym.profiles.generator` (imported on use: it builds on the judges' retry machinery).
 """

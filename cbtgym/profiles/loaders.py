@@ -5,7 +5,8 @@ One entry point, :func:`load_profiles`, takes any profile *source*:
 * ``"bank"``, ``"bank:train"``, ``"bank:test"``: the profiles written for cbtgym
   (``bank/profiles.yaml``) and the fixed train/test split by id (``bank/split.json``);
 * ``"llm4cbt"``: the 9 personas of the LLM4CBT paper, read at run time from
-  ``<repo>/../shared/data/llm4cbt-personas`` (never copied into the repository);
+  ``$CBTGYM_SHARED_DIR/data/llm4cbt-personas`` (never copied into the repository; the loader never
+  guesses where that folder is: set the variable, or pass the persona folder's path);
 * a ``.yaml``/``.yml`` file (a list of profiles, one profile mapping, a mapping with key
   ``profiles``, or one LLM4CBT persona), a ``.jsonl`` file (one profile per line), or a
   directory of such files (read in sorted order).
@@ -24,6 +25,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from ..strict_yaml import DuplicateKeyError, load_yaml
 from .schema import ATTITUDES, PatientProfile, ProfileError
 
 BANK_DIR = Path(__file__).resolve().parent / "bank"
@@ -31,7 +33,7 @@ BANK_FILE = BANK_DIR / "profiles.yaml"
 SPLIT_FILE = BANK_DIR / "split.json"
 SPLITS = ("train", "test")
 PROFILE_SUFFIXES = (".yaml", ".yml", ".jsonl")
-#: Overrides where the ``shared/`` folder is looked for (default: beside the repository checkout).
+#: Names the ``shared/`` folder that holds the LLM4CBT personas (the ``"llm4cbt"`` source).
 SHARED_ENV = "CBTGYM_SHARED_DIR"
 LLM4CBT_SUBDIR = Path("data") / "llm4cbt-personas"
 #: ``attitude`` values accepted by the loaders: one attitude, or ``"both"`` (each profile twice).
@@ -70,32 +72,26 @@ _LLM4CBT_FIELDS = {
 # --------------------------------------------------------------------------- locations
 
 
-def repo_root() -> Path:
-    """The repository checkout this package lives in (``cbtgym/profiles/loaders.py`` -> ``<repo>``)."""
-    return Path(__file__).resolve().parents[2]
-
-
-def shared_dir() -> Path:
-    """The ``shared/`` folder beside the checkout, or ``$CBTGYM_SHARED_DIR`` when set.
-
-    The folder may not exist; callers that need it say so (see :func:`llm4cbt_dir`).
-    """
-    env = os.environ.get(SHARED_ENV)
-    return Path(env).expanduser() if env else repo_root().parent / "shared"
-
-
 def llm4cbt_dir() -> Path:
-    """The folder of LLM4CBT persona files.
+    """The folder of LLM4CBT persona files: ``$CBTGYM_SHARED_DIR/data/llm4cbt-personas``.
+
+    The location is the caller's to give: a package that looked for ``../shared`` beside its own
+    files would read whatever sits there on one machine and fail on the next.
 
     Raises:
-        FileNotFoundError: When ``../shared`` (or its persona folder) is absent.
+        FileNotFoundError: When the variable is unset or the folder is absent.
     """
-    path = shared_dir() / LLM4CBT_SUBDIR
+    env = os.environ.get(SHARED_ENV)
+    if not env:
+        raise FileNotFoundError(
+            f"the 'llm4cbt' profile source reads the LLM4CBT personas from ${SHARED_ENV}/{LLM4CBT_SUBDIR.as_posix()}, "
+            f"and ${SHARED_ENV} is not set; set it to the shared folder, or pass the persona folder's path instead"
+        )
+    path = Path(env).expanduser() / LLM4CBT_SUBDIR
     if not path.is_dir():
         raise FileNotFoundError(
-            f"LLM4CBT personas not found at {path}: cbtgym reads them at run time from "
-            f"'shared/{LLM4CBT_SUBDIR.as_posix()}' beside the repository checkout; place the shared "
-            f"folder there or point ${SHARED_ENV} at it"
+            f"LLM4CBT personas not found at {path} (from ${SHARED_ENV}); point ${SHARED_ENV} at the folder that "
+            f"holds {LLM4CBT_SUBDIR.as_posix()}, or pass the persona folder's path instead"
         )
     return path
 
@@ -120,7 +116,7 @@ def load_profiles(source: str | os.PathLike[str], *, attitude: str | None = None
     Raises:
         ProfileError: A profile or file is invalid, or two profiles share an id; the message names
             the file, the profile id (or line/item number) and the field.
-        FileNotFoundError: The path, or ``../shared`` for ``"llm4cbt"``, does not exist.
+        FileNotFoundError: The path, or ``$CBTGYM_SHARED_DIR`` for ``"llm4cbt"``, does not exist or is unset.
         ValueError: ``source`` or ``attitude`` is not one of the accepted values.
     """
     if attitude is not None and attitude not in ATTITUDE_CHOICES:
@@ -252,9 +248,11 @@ def _raw_from_jsonl(path: Path, label: str) -> list[_Raw]:
         if not line.strip():
             continue
         try:
-            data = json.loads(line)
+            data = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError as e:
             raise ProfileError(f"not valid JSON ({e.msg}, column {e.colno}); fix or remove that line", source=f"{path}:{n}") from None
+        except DuplicateKeyError as e:
+            raise ProfileError(f"{e}; keep one of them", source=f"{path}:{n}") from None
         raws.append(_Raw(data, f"{path}:{n}", label))
     if not raws:
         raise ProfileError("the file holds no profiles", source=str(path))
@@ -263,17 +261,17 @@ def _raw_from_jsonl(path: Path, label: str) -> list[_Raw]:
 
 def _raw_from_yaml(path: Path, label: str) -> list[_Raw]:
     text = path.read_text(encoding="utf-8")
-    loader = yaml.SafeLoader(text)
     try:
-        root = loader.get_single_node()
-        data = loader.construct_document(root) if root is not None else None
+        data = load_yaml(path, text=text)  # a key written twice is an error, not the last one silently
+        # The nodes give each profile's line, for errors about a profile that has no id.
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except DuplicateKeyError as e:
+        raise ProfileError(str(e)) from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None) or getattr(e, "context_mark", None)
         at = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ProfileError(f"invalid YAML at {at}{problem}", source=str(path)) from None
-    finally:
-        loader.dispose()
     if data is None:
         raise ProfileError("the file is empty; it should hold a list of profiles", source=str(path))
 
@@ -318,6 +316,16 @@ def _from_mapping(raw: _Raw) -> PatientProfile:
     profile = PatientProfile.from_dict(raw.data, source=raw.where)
     has_own_source = isinstance(raw.data, Mapping) and raw.data.get("source")
     return profile if has_own_source else replace(profile, source=raw.label)
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    """``json.loads`` hook: a JSON object naming a key twice is an error (``json`` keeps the last silently)."""
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise DuplicateKeyError(f"key {k!r} appears twice in one object")
+        out[k] = v
+    return out
 
 
 # --------------------------------------------------------------------------- LLM4CBT

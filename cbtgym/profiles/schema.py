@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Mapping
 
+from ..jsonl import MAX_UTTERANCE_CHARS
+
 ATTITUDES = ("active", "passive")
 RISK_FLAGS = (
     "suicidal_ideation",
@@ -106,7 +108,16 @@ def _text(data: Mapping[str, Any], key: str, pid: str | None, src: str | None, *
         return None
     if not isinstance(value, str):
         raise ProfileError(f"must be a string (got {type(value).__name__})", source=src, profile_id=pid, field=key)
-    return value.strip()
+    return _bounded(value.strip(), key, pid, src)
+
+
+def _bounded(value: str, key: str, pid: str | None, src: str | None) -> str:
+    # Profile text goes into every patient prompt and judge call of a session: a pasted document would
+    # make each step crawl, so it is refused like an over-long CLI utterance.
+    if len(value) > MAX_UTTERANCE_CHARS:
+        raise ProfileError(f"is {len(value)} characters; a profile field may have at most {MAX_UTTERANCE_CHARS}",
+                           source=src, profile_id=pid, field=key)
+    return value
 
 
 def _texts(data: Mapping[str, Any], key: str, pid: str | None, src: str | None, *, min_items: int) -> tuple[str, ...]:
@@ -117,7 +128,7 @@ def _texts(data: Mapping[str, Any], key: str, pid: str | None, src: str | None, 
         raise ProfileError("must be a list of non-empty strings", source=src, profile_id=pid, field=key)
     if len(value) < min_items:
         raise ProfileError(f"needs at least {min_items} item(s)", source=src, profile_id=pid, field=key)
-    return tuple(v.strip() for v in value)
+    return tuple(_bounded(v.strip(), key, pid, src) for v in value)
 
 
 def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:
@@ -134,11 +145,10 @@ def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:
     persona = data.get("persona")
     if not isinstance(persona, Mapping):
         raise ProfileError("must be a mapping with age, gender, occupation", source=src, profile_id=pid, field="persona")
-    age = persona.get("age")
-    try:
-        age = int(age)
-    except (TypeError, ValueError):
-        raise ProfileError(f"must be an integer (got {age!r})", source=src, profile_id=pid, field="persona.age") from None
+    age = _whole_years(persona.get("age"))
+    if age is None:
+        raise ProfileError(f"must be a whole number of years such as 34 (got {persona.get('age')!r})",
+                           source=src, profile_id=pid, field="persona.age")
     if not 10 <= age <= 110:
         raise ProfileError(f"must be between 10 and 110 (got {age})", source=src, profile_id=pid, field="persona.age")
     p = Persona(
@@ -174,3 +184,15 @@ def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:
         background=_text(data, "background", pid, src, required=False),
         source=str(data.get("source") or src or "unknown"),
     )
+
+
+def _whole_years(value: Any) -> int | None:
+    """An age as an int, or None when it is not a whole number: ``int(3.5)`` would make 3 of a typo and
+    ``True`` would pass as 1, so only ints and digit strings (LLM4CBT writes ``PATIENT_AGE: '34'``) count."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value.strip())
+    return None

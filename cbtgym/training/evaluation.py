@@ -8,8 +8,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..jsonl import JsonlWriter, done_keys, read_jsonl
+from ..jsonl import JsonlWriter, read_jsonl
 from ..profiles import load_profiles
+from ..resume import resume_keys
 from ..rollout import EpisodeSpec, Therapist, run_episodes
 from .stats import paired_bootstrap, summarize
 
@@ -30,7 +31,7 @@ def eval_specs(profiles: str, attitudes: str = "both", seeds: Sequence[int] = (0
 def evaluate(therapist: Therapist, specs: Sequence[EpisodeSpec], out_path: str | Path, batch_size: int = 16,
              progress=None, **env_kwargs: Any) -> list[dict[str, Any]]:
     """Run the episodes not yet in ``out_path`` and return all of them, in ``specs`` order."""
-    finished = done_keys(out_path, "key")
+    finished = resume_keys(out_path, {"therapist": therapist, "batch_size": batch_size, "env": env_kwargs})
     todo = [s for s in specs if s.key not in finished]
     with JsonlWriter(out_path) as writer:
         for ep in run_episodes(therapist, todo, batch_size=batch_size, **env_kwargs):

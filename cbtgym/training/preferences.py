@@ -30,8 +30,9 @@ from typing import Any, Callable, Sequence
 
 from ..backends.base import Backend, Sampling
 from ..envs.sessions import SessionBatch
-from ..jsonl import JsonlWriter, done_keys, read_jsonl
+from ..jsonl import JsonlWriter, read_jsonl
 from ..profiles import load_profiles
+from ..resume import resume_keys
 from ..rollout import EpisodeSpec
 
 
@@ -105,7 +106,9 @@ def collect_candidates(
         raise ValueError(f"explore_prefixes needs k >= {len(groups) + 1 + int(greedy_anchor)} so that one candidate "
                          f"stays a free sample (got k={k})")
     out = Path(out_dir) / "candidates.jsonl"
-    finished = done_keys(out, "key")
+    finished = resume_keys(out, {"policy": policy, "system_prompt": system_prompt, "k": k, "sampling": sampling,
+                                 "scoring": scoring.mode, "batch_size": batch_size, "greedy_anchor": greedy_anchor,
+                                 "explore_prefixes": groups, "advance_best": advance_best, "env": env_kwargs})
     todo = [s for s in specs if s.key not in finished]
     if progress:
         progress(len(specs) - len(todo))

@@ -209,8 +209,9 @@ def test_llm4cbt_errors_name_the_files_key(tmp_path, overrides, field):
     assert_names(err, str(path), "'llm4cbt-patient-X-v1'", f"field '{field}'")
 
 
-def test_llm4cbt_personas_from_shared(shared_dir):
+def test_llm4cbt_personas_from_shared(shared_dir, monkeypatch):
     folder = shared_dir / "data" / "llm4cbt-personas"
+    monkeypatch.setenv(SHARED_ENV, str(shared_dir))
     profiles = load_profiles("llm4cbt")
     assert len(profiles) == 9
     assert {p.disorder for p in profiles} == {"GAD", "OCD", "PTSD"}
@@ -228,7 +229,7 @@ def test_llm4cbt_personas_from_shared(shared_dir):
 
 
 def test_llm4cbt_both_attitudes(shared_dir):
-    both = load_profiles("llm4cbt", attitude="both")
+    both = load_profiles(shared_dir / "data" / "llm4cbt-personas", attitude="both")
     assert len(both) == 18
     assert both[0].id == "llm4cbt-patient-GAD-v1-active" and both[1].id == "llm4cbt-patient-GAD-v1-passive"
     assert [p.attitude for p in both[:2]] == ["active", "passive"]
@@ -236,9 +237,59 @@ def test_llm4cbt_both_attitudes(shared_dir):
 
 def test_llm4cbt_absent_gives_a_clear_error(tmp_path, monkeypatch):
     monkeypatch.setenv(SHARED_ENV, str(tmp_path / "no-shared"))
-    with pytest.raises(FileNotFoundError, match="shared"):
+    with pytest.raises(FileNotFoundError, match="no-shared"):
         load_profiles("llm4cbt")
+    # Unset, the loader does not go looking for ../shared beside the package: it says what to set.
+    monkeypatch.delenv(SHARED_ENV)
+    with pytest.raises(FileNotFoundError, match=f"{SHARED_ENV} is not set"):
+        load_profiles("llm4cbt")
+
+
+def test_repeated_keys_are_errors_naming_the_file_and_line(tmp_path):
+    yml = tmp_path / "p.yaml"
+    yml.write_text(yaml.safe_dump([record("t-01")], sort_keys=False) + "  situation: again\n", encoding="utf-8")
+    with pytest.raises(ProfileError) as err:
+        load_profiles(yml)
+    assert_names(err, str(yml), "'situation'", "twice")
+    jsonl = tmp_path / "p.jsonl"
+    jsonl.write_text(json.dumps(record("t-01"))[:-1] + ', "disorder": "OCD"}\n', encoding="utf-8")
+    with pytest.raises(ProfileError) as err:
+        load_profiles(jsonl)
+    assert_names(err, f"{jsonl}:1", "'disorder'", "twice")
+
+
+@pytest.mark.parametrize("age", [3.5, 40.0, "forty", True, "3.5", None])
+def test_a_non_integer_age_is_an_error_naming_file_profile_and_field(tmp_path, age):
+    rec = record("t-age")
+    rec["persona"]["age"] = age
+    path = write_yaml(tmp_path / "ages.yaml", [rec])
+    with pytest.raises(ProfileError) as err:
+        load_profiles(path)
+    assert_names(err, str(path), "'t-age'", "field 'persona.age'", "whole number")
+
+
+def test_validate_profiles_shows_a_bad_age_in_one_line(tmp_path, capsys):
+    from cbtgym.cli import main
+
+    rec = record("t-age")
+    rec["persona"]["age"] = 3.5
+    path = write_yaml(tmp_path / "ages.yaml", [rec])
+    assert main(["validate-profiles", str(path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "'t-age'" in err and "persona.age" in err and "3.5" in err
 
 
 def test_loaded_profiles_are_patient_profiles():
     assert all(isinstance(p, PatientProfile) for p in load_profiles("bank:train"))
+
+
+def test_an_over_long_profile_field_is_an_error_naming_it(tmp_path):
+    from cbtgym.jsonl import MAX_UTTERANCE_CHARS
+
+    path = write_jsonl(tmp_path / "long.jsonl", [record("t-long", situation="I worry. " * 120_000)])
+    with pytest.raises(ProfileError) as err:
+        load_profiles(path)
+    assert_names(err, f"{path}:1", "'t-long'", "field 'situation'", str(MAX_UTTERANCE_CHARS))
+    path = write_jsonl(tmp_path / "long2.jsonl", [record("t-long2", reactions=["ok", "x" * (MAX_UTTERANCE_CHARS + 1)])])
+    with pytest.raises(ProfileError, match="field 'reactions'"):
+        load_profiles(path)

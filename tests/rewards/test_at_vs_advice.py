@@ -49,12 +49,9 @@ LLM_SUBSET = (
 
 
 @pytest.fixture(scope="module")
-def profiles() -> list[PatientProfile]:
-    try:
-        personas = load_profiles("llm4cbt")
-    except FileNotFoundError as e:
-        pytest.skip(f"the LLM4CBT personas are needed for this acceptance test: {e}")
-    return personas + load_profiles("bank:test")
+def profiles(shared_dir) -> list[PatientProfile]:
+    # The loaders never guess where ../shared is; the shared_dir fixture skips when it is absent.
+    return load_profiles(shared_dir / "data" / "llm4cbt-personas") + load_profiles("bank:test")
 
 
 @pytest.fixture(scope="module")
