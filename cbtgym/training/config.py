@@ -103,12 +103,11 @@ def parse_args(dataclass_types: Sequence[type], argv: Sequence[str] | None = Non
         raise ConfigError(" ".join(str(e).split())) from None
 
 
-def parse_or_exit(dataclass_types: Sequence[type], defaults: dict[str, Any] | None = None,
-                  argv: Sequence[str] | None = None) -> tuple:
-    """:func:`parse_args`, then the first dataclass's ``check(*others)``; a config error ends the process with
-    one line ``error: <field>: ...`` and exit status 2, before any model loads."""
+def _checked_or_exit(parse) -> tuple:
+    """Run ``parse`` and the first config's ``check(*others)``; a :class:`ConfigError` ends the process with one
+    line ``error: <field>: ...`` on stderr and exit status 2 (argparse's own status for bad usage)."""
     try:
-        parsed = parse_args(dataclass_types, argv, defaults)
+        parsed = parse()
         check = getattr(parsed[0], "check", None)
         if check is not None:
             check(*parsed[1:])
@@ -116,6 +115,13 @@ def parse_or_exit(dataclass_types: Sequence[type], defaults: dict[str, Any] | No
         print(f"error: {e}", file=sys.stderr)
         raise SystemExit(2) from None
     return parsed
+
+
+def parse_or_exit(dataclass_types: Sequence[type], defaults: dict[str, Any] | None = None,
+                  argv: Sequence[str] | None = None) -> tuple:
+    """:func:`parse_args` and the first dataclass's ``check(*others)``, before any model loads; a config error
+    is one line ``error: <field>: ...`` and exit status 2."""
+    return _checked_or_exit(lambda: parse_args(dataclass_types, argv, defaults))
 
 
 # --- the benchmark's parser (free-form fields such as backend dicts) ---
@@ -201,3 +207,8 @@ def config_to_dict(*configs: Any) -> dict[str, Any]:
             if not any(s in k.lower() for s in SECRET_MARKERS):
                 out[k] = json.loads(json.dumps(v, default=str))
     return out
+
+
+def parse_config_or_exit(cls: type[T], argv: list[str] | None = None, description: str | None = None) -> T:
+    """:func:`parse_config` and ``cls.check()``; a config error is one line ``error: <field>: ...`` and exit 2."""
+    return _checked_or_exit(lambda: (parse_config(cls, argv, description),))[0]
