@@ -26,7 +26,8 @@ def start_run(method: str, script_args: Any, training_args: Any, model_args: Any
     run = init_wandb((script_args, training_args, model_args), method, model_args.model_name_or_path,
                      training_args.seed, str(out), enabled="wandb" in (training_args.report_to or []))
     training_args.output_dir = str(out / "checkpoints")
-    training_args.report_to = ["wandb"] if run is not None else []
+    if run is None:  # W&B off: the trainer must not start a run of its own (other integrations stay)
+        training_args.report_to = [r for r in training_args.report_to or [] if r != "wandb"]
     training_args.run_name = run.name if run is not None else None
     return out, run
 
