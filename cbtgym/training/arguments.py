@@ -107,6 +107,17 @@ def _check_reward(source: str) -> None:
         raise ConfigError(f"reward: composite config {path} does not exist; give the path of a YAML file")
 
 
+def _check_patient(spec: str) -> None:
+    """The patient's backend spec has one of the string forms ``make_backend`` accepts (no model loads here)."""
+    from ..backends.factory import ACCEPTED_FORMS
+
+    kind, sep, rest = spec.partition(":")
+    if spec in ("rule", "embedded", "scripted") or (sep and rest and kind in ("hf", "vllm")) or (
+            kind == "openai" and "#" in rest and all(rest.rpartition("#")[::2])):
+        return
+    raise ConfigError(f"patient: {spec!r} is no patient; use 'rule' or a backend spec: {ACCEPTED_FORMS}")
+
+
 def _check_lora(training_args: Any, model_args: Any) -> None:
     if not model_args.use_peft:
         raise ConfigError("use_peft: the scripts train a LoRA adapter (saved to <output_dir>/adapter); leave it true")
@@ -215,8 +226,7 @@ class DPOArguments(SessionArguments, EvalArguments):
         _at_least(training_args, 1, "max_length")
         _check_lora(training_args, model_args)
         _check_reward(self.reward)
-        if not self.patient:
-            raise ConfigError("patient: empty; use 'rule' or a backend spec such as 'embedded'")
+        _check_patient(self.patient)
         self.check_sessions()
         self.check_eval()
 
@@ -278,6 +288,5 @@ class GRPOArguments(SessionArguments):
             raise ConfigError(f"beta: must be >= 0 (got {training_args.beta})")
         _check_lora(training_args, model_args)
         _check_reward(self.reward)
-        if not self.patient:
-            raise ConfigError("patient: empty; use 'rule' or a backend spec such as 'embedded'")
+        _check_patient(self.patient)
         self.check_sessions()

@@ -78,7 +78,7 @@ def test_config_to_dict_drops_secrets_of_every_config():
     (dict(k=2), "k"), (dict(collect_episodes=-1), "collect_episodes"), (dict(temperature=0.0), "temperature"),
     (dict(patient_ratings="sometimes"), "patient_ratings"), (dict(pairing="best"), "pairing"),
     (dict(eval_limit=-3), "eval_limit"), (dict(train_profiles="nowhere"), "train_profiles"),
-    (dict(therapist_prompt="nope"), "therapist_prompt"), (dict(reward="rubrik"), "reward"),
+    (dict(therapist_prompt="nope"), "therapist_prompt"), (dict(reward="rubrik"), "reward"), (dict(patient="bogus"), "patient"),
 ])
 def test_dpo_arguments_check_names_the_field(bad, field):
     args, training, model = parse_args(*SCRIPTS["dpo"][:1], [], SCRIPTS["dpo"][1])
