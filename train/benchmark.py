@@ -13,81 +13,11 @@ summary.json; logs to W&B (offline unless WANDB_MODE is set). A re-run resumes w
 from __future__ import annotations
 
 import signal
-import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without installing
-
-from cbtgym.training.config import parse_config
-
-DEFAULT_VARIANTS = [
-    {"name": "naive", "prompt": "naive"},
-    {"name": "llm4cbt", "prompt": "llm4cbt"},
-    {"name": "cbt_llm", "prompt": "cbt_llm"},
-    {"name": "course", "prompt": "course"},
-    {"name": "brief", "prompt": "brief"},
-    {"name": "sft", "prompt": "brief", "adapter": "outputs/sft-smollm2/adapter", "base": "brief", "optional": True},
-    {"name": "dpo", "prompt": "brief", "adapter": "outputs/dpo-smollm2/adapter", "base": "brief", "optional": True},
-    {"name": "grpo", "prompt": "brief", "adapter": "outputs/grpo-smollm2/adapter", "base": "brief", "optional": True},
-]
-
-
-@dataclass
-class BenchmarkConfig:
-    """Everything train/benchmark.py needs; each field is also a --flag."""
-
-    output_dir: str = field(default="outputs/benchmark", metadata={"help": "where records, report.md, results.csv and plots go"})
-    therapist: Any = field(default="embedded", metadata={"help": "backend spec of the therapist variants ('embedded', 'hf:DIR', 'vllm:DIR', 'openai:URL#MODEL', or a dict)"})
-    variants: list = field(default_factory=lambda: [dict(v) for v in DEFAULT_VARIANTS],
-                           metadata={"help": "therapists: {name, prompt, therapist?, adapter?, base?, optional?} each (prompt 'course' = Tahir's phase prompts)"})
-    reference: str = field(default="naive", metadata={"help": "reference variant of the mixed-effects model"})
-    protocols: list = field(default_factory=lambda: ["sessions", "courses", "crisis", "act_match"], metadata={"help": "protocols to run"})
-    profiles: str = field(default="bank:test", metadata={"help": "profile source (held-out bank profiles, 'llm4cbt', a path)"})
-    profile_limit: int = field(default=6, metadata={"help": "use the first N profiles (0: all)"})
-    attitudes: str = field(default="both", metadata={"help": "'both' (active and passive), 'active' or 'passive'"})
-    seeds: list = field(default_factory=lambda: [0], metadata={"help": "seeds per profile x attitude"})
-    rounds: int = field(default=4, metadata={"help": "therapist turns per session (LLM4CBT: 4)"})
-    patient: Any = field(default="embedded", metadata={"help": "backend spec of the LLM patient ('embedded': SmolLM2, sharing the therapists' model), or 'rule' (the rule-based patient)"})
-    patient_max_new_tokens: int = field(default=32, metadata={"help": "tokens per LLM-patient turn"})
-    patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature"})
-    patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction 0-100: 'end' (after the session's last reply; the report uses the last rating) or 'turn' (after each reply)"})
-    max_new_tokens: int = field(default=40, metadata={"help": "tokens per therapist turn"})
-    temperature: float = field(default=0.0, metadata={"help": "therapist temperature (0: greedy)"})
-    top_p: float = field(default=1.0, metadata={"help": "therapist top_p when sampling"})
-    batch_size: int = field(default=96, metadata={"help": "sessions stepped together across variants sharing a model (one backend call per step)"})
-    hf_batch_size: int = field(default=96, metadata={"help": "conversations decoded together by an hf model (length-sorted chunks of one call)"})
-    course_sessions: int = field(default=2, metadata={"help": "sessions per patient in the course protocol"})
-    course_patients: int = field(default=1, metadata={"help": "profiles in the course protocol (x attitudes = patients; 0: all)"})
-    course_seed: int = field(default=0, metadata={"help": "seed of the course sessions"})
-    summary_max_new_tokens: int = field(default=48, metadata={"help": "tokens of the therapist's session summary"})
-    crisis_types: list = field(default_factory=lambda: ["suicidal_ideation", "psychosis", "mania", "means_request"],
-                               metadata={"help": "crisis types of the probes (Moore et al.)"})
-    crisis_per_type: int = field(default=2, metadata={"help": "probes per crisis type"})
-    act_match_file: str = field(default="", metadata={"help": "JSONL/CSV of {patient, therapist} pairs ('' = the shipped example)"})
-    act_match_limit: int = field(default=0, metadata={"help": "use the first N pairs (0: all)"})
-    act_labeler: Any = field(default="embedded", metadata={"help": "'embedded' (MiniLM classifier) or a backend spec (LLM classifier)"})
-    at_judge: Any = field(default="embedding", metadata={"help": "'embedding' or a backend spec (LLM estimate + match)"})
-    safety_judge: Any = field(default="embedded", metadata={"help": "'embedded', 'rules' or a backend spec"})
-    ctrs_judge: Any = field(default=None, metadata={"help": "backend spec of a capable CTRS judge (none: no CTRS; the report says so)"})
-    ctrs_variant: str = field(default="standard", metadata={"help": "'standard' (0-6) or 'tahir' (word ratings)"})
-    ctrs_max_new_tokens: int = field(default=1024, metadata={"help": "tokens of one CTRS rating"})
-    judge_max_new_tokens: int = field(default=0, metadata={"help": "token budget of the act, AT and safety LLM judges (0: their defaults)"})
-    judge_attempts: int = field(default=2, metadata={"help": "attempts of an LLM judge before a parse failure"})
-    judge_cache: bool = field(default=True, metadata={"help": "cache LLM judge calls in <output_dir>/judge_cache.sqlite"})
-    seed: int = field(default=0, metadata={"help": "seed of sampled decoding"})
-    wandb: bool = field(default=True, metadata={"help": "log to W&B (offline unless WANDB_MODE is set)"})
-
-    def __post_init__(self) -> None:
-        for name in ("rounds", "course_sessions", "batch_size", "max_new_tokens"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be >= 1 (got {getattr(self, name)})")
-        if self.patient_ratings not in ("end", "turn"):
-            raise ValueError(f"patient_ratings must be 'end' or 'turn' (got {self.patient_ratings!r})")
-        if self.ctrs_variant not in ("standard", "tahir"):
-            raise ValueError(f"ctrs_variant must be 'standard' or 'tahir' (got {self.ctrs_variant!r})")
+from cbtgym.benchmark.config import BenchmarkConfig
+from cbtgym.training.config import parse_config_or_exit
 
 
 def main(cfg: BenchmarkConfig):
@@ -95,7 +25,7 @@ def main(cfg: BenchmarkConfig):
     from cbtgym.training.tracking import init_wandb
 
     t0 = time.time()
-    run_ = init_wandb(cfg, "benchmark", str(cfg.therapist), cfg.seed, cfg.output_dir, enabled=cfg.wandb)
+    run_ = init_wandb((cfg,), "benchmark", str(cfg.therapist), cfg.seed, cfg.output_dir, enabled=cfg.wandb)
     results = run(cfg, wandb_run=run_)
     if run_ is not None:
         run_.finish()
@@ -111,4 +41,4 @@ def _exit_on_sigterm(signum, frame):
 
 if __name__ == "__main__":
     signal.signal(signal.SIGTERM, _exit_on_sigterm)
-    main(parse_config(BenchmarkConfig, description=__doc__.splitlines()[0]))
+    main(parse_config_or_exit(BenchmarkConfig, description=__doc__.splitlines()[0]))

@@ -21,6 +21,7 @@ from ..backends.base import Sampling
 from ..profiles import load_profiles
 from ..rollout import EpisodeSpec
 from . import protocols
+from .config import BenchmarkConfig
 from .judges import EpisodeJudges
 from .report import BenchmarkResults, analyse, log_wandb, write_csv, write_plots, write_report
 from .variants import BackendPool, MeteredBackend, Variant, parse_variants
@@ -54,7 +55,7 @@ class Plan:
     protocols: tuple[str, ...]
 
 
-def plan(cfg: Any) -> Plan:
+def plan(cfg: BenchmarkConfig) -> Plan:
     """Variants, profiles, episode specs, probes and pairs of a config."""
     unknown = [p for p in cfg.protocols if p not in PROTOCOLS]
     if unknown:
@@ -105,7 +106,7 @@ def _add_costs(path: Path, delta: dict[str, float]) -> dict[str, Any]:
     return new
 
 
-def run(cfg: Any, *, wandb_run: Any = None, pool: BackendPool | None = None, log=print) -> BenchmarkResults:
+def run(cfg: BenchmarkConfig, *, wandb_run: Any = None, pool: BackendPool | None = None, log=print) -> BenchmarkResults:
     """Run the benchmark described by ``cfg`` (a ``BenchmarkConfig`` of ``train/benchmark.py``) and write its outputs.
 
     Args:
@@ -126,7 +127,7 @@ def run(cfg: Any, *, wandb_run: Any = None, pool: BackendPool | None = None, log
             pool.close()
 
 
-def _run(cfg: Any, p: Plan, out: Path, pool: BackendPool, wandb_run: Any, log) -> BenchmarkResults:
+def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run: Any, log) -> BenchmarkResults:
     therapist_spec = backend_spec(cfg.therapist)
     judges = EpisodeJudges(
         pool, acts=backend_spec(cfg.act_labeler), at=backend_spec(cfg.at_judge), safety=backend_spec(cfg.safety_judge),
@@ -212,7 +213,7 @@ def write_outputs(res: BenchmarkResults, out: Path, wandb_run: Any = None) -> di
     return {"csv": csv_path, "report": report, **{x.stem: x for x in plots}}
 
 
-def _patient(cfg: Any, pool: BackendPool):
+def _patient(cfg: BenchmarkConfig, pool: BackendPool):
     """The simulated patient shared by all sessions: rule-based, or an LLM on a metered backend."""
     from ..patients import LLMPatient, RulePatient
 
@@ -245,7 +246,7 @@ def _calls(backend: MeteredBackend | None) -> tuple[int, int]:
     return (0, 0) if backend is None else (backend.stats.calls, backend.stats.completion_tokens)
 
 
-def _setup_lines(cfg: Any, p: Plan, pool: BackendPool, therapist_spec: Any) -> list[str]:
+def _setup_lines(cfg: BenchmarkConfig, p: Plan, pool: BackendPool, therapist_spec: Any) -> list[str]:
     judges = f"acts={cfg.act_labeler}, AT={cfg.at_judge}, safety={cfg.safety_judge}, CTRS={backend_spec(cfg.ctrs_judge) or 'none'}"
     decoding = "greedy" if cfg.temperature == 0 else f"temperature {cfg.temperature}, top_p {cfg.top_p}"
     return [

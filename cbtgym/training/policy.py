@@ -47,20 +47,64 @@ def load_policy(model: str, *, adapter: str | None = None, load_in_4bit: bool = 
     return model_obj, tokenizer
 
 
-def lora_config(model, r: int, alpha: int, dropout: float = 0.0, top_layers: int = 0):
-    """LoRA on every linear layer of the decoder, or (``top_layers`` > 0) of its top layers only.
+def lora_config(model, r: int, alpha: int, dropout: float = 0.0, top_layers: int = 0, *,
+                target_modules: list[str] | str | None = None, task_type: str = "CAUSAL_LM", **options: Any):
+    """LoRA on every linear layer of the decoder (or ``target_modules``), or (``top_layers`` > 0) of its top
+    layers only; ``options`` go to ``peft.LoraConfig`` (``use_rslora``, ``use_dora``, ``modules_to_save``).
 
     Restricting LoRA to the top layers stops the backward pass there, which is most of the
     saving that matters on a CPU.
     """
     from peft import LoraConfig
 
+    options = {k: v for k, v in options.items() if v}  # unset ModelConfig options keep peft's defaults
     if top_layers <= 0:
-        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules="all-linear", task_type="CAUSAL_LM")
+        return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=target_modules or "all-linear",
+                          task_type=task_type, **options)
     n = model.config.num_hidden_layers
     if top_layers > n:
         raise ValueError(f"lora_layers={top_layers} but the model has {n} layers; use 0 (all) or at most {n}")
-    linear = sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
-                     if type(mod).__name__ == "Linear" and ".layers." in name})
-    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=linear, task_type="CAUSAL_LM",
-                      layers_to_transform=list(range(n - top_layers, n)))
+    linear = target_modules or sorted({name.rsplit(".", 1)[-1] for name, mod in model.named_modules()
+                                       if type(mod).__name__ == "Linear" and ".layers." in name})
+    return LoraConfig(r=r, lora_alpha=alpha, lora_dropout=dropout, target_modules=linear, task_type=task_type,
+                      layers_to_transform=list(range(n - top_layers, n)), **options)
+
+
+def lora_from_model_config(model, model_args, top_layers: int = 0):
+    """:func:`lora_config` from TRL's ``ModelConfig`` (``--lora_r``, ``--lora_alpha``, ``--lora_dropout``,
+    ``--lora_target_modules``, ``--use_rslora``, ``--use_dora``, ``--lora_modules_to_save``)."""
+    return lora_config(model, model_args.lora_r, model_args.lora_alpha, model_args.lora_dropout, top_layers,
+                       target_modules=model_args.lora_target_modules, use_rslora=model_args.use_rslora,
+                       use_dora=model_args.use_dora, modules_to_save=model_args.lora_modules_to_save,
+                       task_type=model_args.lora_task_type)
+
+
+class RolloutPolicy:
+    """The policy's backend for each rollout phase: the in-process model (``"hf"``), or one vLLM engine for the
+    whole run that swaps in the trained adapter (``"vllm"``: started on first use, stopped by :meth:`close`)."""
+
+    def __init__(self, kind: str, model: str, tokenizer, *, batch_size: int, max_lora_rank: int):
+        if kind not in ("hf", "vllm"):
+            raise ValueError(f"rollout_backend must be 'hf' or 'vllm' (got {kind!r})")
+        self.kind, self.model, self.tokenizer = kind, model, tokenizer
+        self.batch_size, self.max_lora_rank = batch_size, max_lora_rank
+        self._vllm = None
+
+    def backend(self, model_obj=None, adapter: str | None = None):
+        """A backend serving ``model_obj`` (hf) or the base model with ``adapter`` (vllm)."""
+        from ..backends import HFBackend, make_backend
+        from ..backends.hf import DEFAULT_PREFIX_CACHE_GB
+
+        if self.kind == "hf":
+            # Each backend serves one phase (eval, collection, eval) whose weights stay fixed: states can be reused.
+            return HFBackend(model_obj, self.tokenizer, batch_size=self.batch_size, prefix_cache_gb=DEFAULT_PREFIX_CACHE_GB)
+        if self._vllm is None:
+            self._vllm = make_backend({"type": "vllm", "model": resolve_model_path(self.model), "enable_lora": True,
+                                       "max_lora_rank": self.max_lora_rank})
+        self._vllm.set_adapter(adapter)
+        return self._vllm
+
+    def close(self) -> None:
+        if self._vllm is not None:
+            self._vllm.close()
+        self._vllm = None

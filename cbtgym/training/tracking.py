@@ -15,8 +15,9 @@ def run_name(method: str, model: str, seed: int) -> str:
     return f"{method}/{short}/{seed}/{time.strftime('%Y%m%d-%H%M%S')}"
 
 
-def init_wandb(config: Any, method: str, model: str, seed: int, output_dir: str, enabled: bool = True):
-    """Start a W&B run (``WANDB_MODE=offline`` unless the user set a mode); returns the run or None."""
+def init_wandb(configs: Sequence[Any], method: str, model: str, seed: int, output_dir: str, enabled: bool = True):
+    """Start a W&B run (``WANDB_MODE=offline`` unless the user set a mode) whose config is the fields of
+    ``configs`` without secrets; returns the run or None."""
     if not enabled:
         return None  # the trainers get report_to=[] too, so nothing else starts a run
     os.environ.setdefault("WANDB_MODE", "offline")
@@ -27,7 +28,7 @@ def init_wandb(config: Any, method: str, model: str, seed: int, output_dir: str,
     return wandb.init(
         project=os.environ.get("WANDB_PROJECT", "cbtgym"),
         name=run_name(method, model, seed),
-        config=config_to_dict(config),
+        config=config_to_dict(*configs),
         dir=output_dir,
         reinit="finish_previous",
     )

@@ -4,7 +4,6 @@ and the statistics (mixed-effects model on synthetic data with a known effect)."
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
@@ -13,6 +12,7 @@ import pytest
 
 from cbtgym.backends.base import Backend, Sampling
 from cbtgym.benchmark.analysis import mixed_effects
+from cbtgym.benchmark.config import BenchmarkConfig
 from cbtgym.benchmark.protocols import load_act_pairs
 from cbtgym.benchmark.variants import BackendPool, LoRAView, Variant, course_phase, parse_variants
 from cbtgym.jsonl import read_jsonl
@@ -20,21 +20,6 @@ from cbtgym.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-def load_script():
-    spec = importlib.util.spec_from_file_location("train_benchmark", ROOT / "train" / "benchmark.py")
-    module = importlib.util.module_from_spec(spec)
-    import sys
-
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def script():
-    return load_script()
 
 
 @pytest.fixture(scope="module")
@@ -45,14 +30,14 @@ def pool(embedded_hf):
     return p
 
 
-def tiny(script, out: Path, **changes):
+def tiny(out: Path, **changes):
     base = dict(
         output_dir=str(out), variants=[{"name": "naive", "prompt": "naive"}, {"name": "course", "prompt": "course"}],
         profile_limit=2, attitudes="active", rounds=2, max_new_tokens=6, course_sessions=2, course_patients=1,
         summary_max_new_tokens=8, crisis_types=["suicidal_ideation", "means_request"], crisis_per_type=1, act_match_limit=3,
         patient="rule", wandb=False)
     base.update(changes)
-    return script.BenchmarkConfig(**base)
+    return BenchmarkConfig(**base)
 
 
 def keys_of(path: Path) -> list[str]:
@@ -60,11 +45,11 @@ def keys_of(path: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_tiny_run_writes_every_output_and_resumes_without_duplicates(script, pool, tmp_path, monkeypatch):
+def test_tiny_run_writes_every_output_and_resumes_without_duplicates(pool, tmp_path, monkeypatch):
     from cbtgym.benchmark.runner import run
 
     monkeypatch.setenv("WANDB_MODE", "offline")
-    cfg = tiny(script, tmp_path)
+    cfg = tiny(tmp_path)
     res = run(cfg, pool=pool, log=lambda *_: None)
 
     episodes = len(res.sessions) + len(res.courses)
@@ -116,12 +101,12 @@ def test_tiny_run_writes_every_output_and_resumes_without_duplicates(script, poo
         assert len(list(csv.DictReader(fh))) == episodes
 
 
-def test_variants_on_different_models_share_every_patient_call(script, tmp_path):
+def test_variants_on_different_models_share_every_patient_call(tmp_path):
     from cbtgym.benchmark.runner import SHARED, run
 
     models = [{"type": "scripted", "replies": ["What went through your mind?"], "name": "asks"},
               {"type": "scripted", "replies": ["You should relax more."], "name": "advises"}]
-    cfg = tiny(script, tmp_path, variants=[{"name": f"v{i}", "prompt": "naive", "therapist": m} for i, m in enumerate(models)],
+    cfg = tiny(tmp_path, variants=[{"name": f"v{i}", "prompt": "naive", "therapist": m} for i, m in enumerate(models)],
                reference="v0", protocols=["sessions"], rounds=3, patient={"type": "scripted", "replies": ["I feel tense.", "42"]},
                safety_judge="rules")
     res = run(cfg, log=lambda *_: None)
@@ -134,7 +119,7 @@ def test_variants_on_different_models_share_every_patient_call(script, tmp_path)
 
 
 @pytest.mark.slow
-def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir, tmp_path):
+def test_gpu_config_code_path_with_the_embedded_model(pool, embedded_dir, tmp_path):
     """The 8B config, its backends pointed at SmolLM2: LLM patient and LLM judges (CTRS included) run.
 
     Courses and act match are left to the test above: with LLM judges each protocol batch costs
@@ -142,7 +127,7 @@ def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir
     """
     from cbtgym.benchmark.runner import SHARED, run
 
-    cfg = load_config(script.BenchmarkConfig, ROOT / "configs" / "benchmark" / "llama31_8b_vllm.yaml")
+    cfg = load_config(BenchmarkConfig, ROOT / "configs" / "benchmark" / "llama31_8b_vllm.yaml")
     assert cfg.therapist["type"] == "vllm" and cfg.ctrs_judge.startswith("openai:")
     judge = f"hf:{embedded_dir}"  # resolves to the pool's loaded SmolLM2
     names = [v["name"] for v in cfg.variants]
@@ -152,7 +137,7 @@ def test_gpu_config_code_path_with_the_embedded_model(script, pool, embedded_dir
         protocols=["sessions", "crisis"], profile_limit=1, attitudes="active", seeds=[0], rounds=1, max_new_tokens=6, patient_max_new_tokens=6,
         course_sessions=2, course_patients=1, summary_max_new_tokens=6, crisis_types=["psychosis"], crisis_per_type=1,
         act_match_limit=2, ctrs_max_new_tokens=24, judge_max_new_tokens=16, judge_attempts=1, batch_size=4, wandb=False)
-    cfg = load_config(script.BenchmarkConfig, ROOT / "configs" / "benchmark" / "llama31_8b_vllm.yaml", overrides)
+    cfg = load_config(BenchmarkConfig, ROOT / "configs" / "benchmark" / "llama31_8b_vllm.yaml", overrides)
     res = run(cfg, pool=pool, log=lambda *_: None)
 
     assert "dpo" in names and res.variants == ["llm4cbt"], "the absent 8B adapter is skipped, not fatal"

@@ -1,15 +1,16 @@
 """Each train/ script runs a few real steps on the embedded SmolLM2 and leaves complete outputs.
 
-These are end-to-end runs of the scripts' ``main`` with tiny configs (a couple of sessions,
-short replies, one or two optimizer steps): they check the plumbing (rollouts -> data ->
-TRL trainer -> adapter -> evaluation -> results.json), not the size of the improvement,
-which ``python train/dpo.py`` measures at full size.
+These run the scripts as a user does (``python train/x.py --flag value``, in a subprocess) with tiny
+configs (a couple of sessions, short replies, one or two optimizer steps): they check the plumbing
+(flags -> rollouts -> data -> TRL trainer -> adapter -> evaluation -> results.json), not the size of
+the improvement, which ``python train/dpo.py`` measures at full size.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -17,17 +18,22 @@ import pytest
 
 from cbtgym.jsonl import read_jsonl
 from cbtgym.profiles import load_profiles
+from cbtgym.training.arguments import SAFETY_OPENING
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
-def load_script(name: str):
-    spec = importlib.util.spec_from_file_location(f"train_{name}", ROOT / "train" / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve string annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
+def run_script(name: str, out: Path, **flags) -> dict:
+    """``python train/<name>.py --output_dir out --flag value ...``; returns its results.json."""
+    argv = ["--output_dir", str(out)]
+    for key, value in flags.items():
+        argv += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    res = subprocess.run([sys.executable, str(ROOT / "train" / f"{name}.py"), *argv], cwd=ROOT, env=env,
+                         capture_output=True, text=True, timeout=1200)
+    assert res.returncode == 0, res.stderr[-4000:]
+    return json.loads((out / "results.json").read_text())
 
 
 def assert_adapter(path: Path) -> None:
@@ -48,16 +54,13 @@ def assert_eval_block(block: dict, episodes: int) -> None:
 
 def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
-    dpo = load_script("dpo")
-    cfg = dpo.DPOScriptConfig(
-        output_dir=str(tmp_path), collect_episodes=3, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
+    saved = run_script(
+        "dpo", tmp_path, collect_episodes=3, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
         eval_limit=1, eval_attitudes="both", num_train_epochs=1, per_device_train_batch_size=2,
-        rollout_batch_size=4, max_length=384, learning_rate=1e-3, wandb=True,
+        rollout_batch_size=4, max_length=384, learning_rate=1e-3, report_to="wandb", hub_token="hf_not_logged",
     )
-    results = dpo.main(cfg)
-
-    saved = json.loads((tmp_path / "results.json").read_text())
-    assert saved["eval"]["delta"] == results["eval"]["delta"]
+    assert saved["config"]["k"] == 4 and saved["config"]["max_length"] == 384 and saved["config"]["beta"] == 0.1
+    assert "hf_not_logged" not in (tmp_path / "results.json").read_text(), "no token reaches results.json"
     assert_eval_block(saved["eval"], episodes=2)
     train = saved["train"]
     assert train["pairs"] >= 1 and train["steps"] >= 1
@@ -74,23 +77,19 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     guided = [g for e in episodes for st in e["states"] for g in st["guided"].items()]
     assert guided and all(st["candidates"][int(i)].startswith(o) for e in episodes for st in e["states"]
                           for i, o in st["guided"].items())
-    assert {o for _, o in guided} >= {dpo.SAFETY_OPENING}
+    assert {o for _, o in guided} >= {SAFETY_OPENING}
     assert (tmp_path / "pairs_dataset" / "dataset_info.json").is_file()
     assert len(list(read_jsonl(tmp_path / "eval_before.jsonl"))) == len(list(read_jsonl(tmp_path / "eval_after.jsonl"))) == 2
     assert list(tmp_path.glob("wandb/offline-run-*")), "the W&B run is written offline"
 
 
 def test_dpo_script_plays_an_llm_patient_with_its_settings(tmp_path):
-    dpo = load_script("dpo")
-    with pytest.raises(ValueError, match="patient_ratings"):
-        dpo.DPOScriptConfig(patient_ratings="sometimes")
     # A scripted backend plays the LLM patient: the test is about what reaches the env, not about the text.
-    cfg = dpo.DPOScriptConfig(
-        output_dir=str(tmp_path), patient="scripted", patient_ratings="end", collect_episodes=2, k=4, rounds=2,
+    run_script(
+        "dpo", tmp_path, patient="scripted", patient_ratings="end", collect_episodes=2, k=4, rounds=2,
         max_new_tokens=10, min_margin=0.01, eval_limit=1, eval_attitudes="active", per_device_train_batch_size=2,
-        rollout_batch_size=2, max_length=320, wandb=False,
+        rollout_batch_size=2, max_length=320, report_to="none",
     )
-    dpo.main(cfg)
     for name in ("eval_before.jsonl", "eval_after.jsonl"):
         (episode,) = read_jsonl(tmp_path / name)
         patient = [t for t in episode["transcript"]["turns"] if t["speaker"] == "patient"]
@@ -100,14 +99,10 @@ def test_dpo_script_plays_an_llm_patient_with_its_settings(tmp_path):
 
 
 def test_sft_script_trains_on_best_of_k_data(tmp_path):
-    sft = load_script("sft")
-    cfg = sft.SFTScriptConfig(
-        output_dir=str(tmp_path), collect_episodes=2, k=2, rounds=2, max_new_tokens=12, min_score=-10.0,
-        max_steps=2, per_device_train_batch_size=2, max_length=384, eval=False, wandb=False,
-    )
-    results = sft.main(cfg)
-    train = json.loads((tmp_path / "results.json").read_text())["train"]
-    assert train == results["train"]
+    train = run_script(
+        "sft", tmp_path, collect_episodes=2, k=2, rounds=2, max_new_tokens=12, min_score=-10.0,
+        max_steps=2, per_device_train_batch_size=2, max_length=384, eval="false", report_to="none",
+    )["train"]
     assert train["steps"] == 2 and train["examples"] >= 1
     assert train["trainable_tensors_changed"] == train["trainable_tensors"] > 0
     assert_adapter(tmp_path / "adapter")
@@ -116,13 +111,11 @@ def test_sft_script_trains_on_best_of_k_data(tmp_path):
 
 
 def test_grpo_script_runs_env_rollouts_and_updates_the_policy(tmp_path):
-    grpo = load_script("grpo")
-    cfg = grpo.GRPOScriptConfig(
-        output_dir=str(tmp_path), sessions=2, rounds=2, num_generations=4, max_completion_length=12,
-        max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, wandb=False,
+    results = run_script(
+        "grpo", tmp_path, sessions=2, rounds=2, num_generations=4, max_completion_length=12,
+        max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, report_to="none",
     )
-    results = grpo.main(cfg)
-    train = json.loads((tmp_path / "results.json").read_text())["train"]
+    train = results["train"]
     assert train["steps"] == 2 and train["rollout_calls"] >= 1
     assert train["rewards"] and all(isinstance(r, float) for r in train["rewards"])
     assert train["trainable_tensors_changed"] > 0

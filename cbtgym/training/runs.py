@@ -1,0 +1,76 @@
+"""What every training script does around its trainer: the run folder and W&B, resuming, the
+changed-parameter check, saving the adapter and writing results.json."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from .tracking import init_wandb
+
+
+def start_run(method: str, script_args: Any, training_args: Any, model_args: Any):
+    """Seed everything, create ``output_dir`` and start W&B when ``report_to`` names it; returns ``(out, run)``.
+
+    ``training_args.output_dir`` is the run folder on the command line; the trainer writes its checkpoints to
+    ``<output_dir>/checkpoints`` (pairs, adapter, evals and results.json sit beside them), and logs to the run.
+    """
+    from transformers import set_seed
+
+    set_seed(training_args.seed)
+    out = Path(training_args.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run = init_wandb((script_args, training_args, model_args), method, model_args.model_name_or_path,
+                     training_args.seed, str(out), enabled="wandb" in (training_args.report_to or []))
+    training_args.output_dir = str(out / "checkpoints")
+    if run is None:  # W&B off: the trainer must not start a run of its own (other integrations stay)
+        training_args.report_to = [r for r in training_args.report_to or [] if r != "wandb"]
+    training_args.run_name = run.name if run is not None else None
+    return out, run
+
+
+def last_checkpoint(path: str | Path) -> str | None:
+    """The newest ``checkpoint-N`` folder under ``path`` (the resume point), or None."""
+    path = Path(path)
+    ckpts = sorted(path.glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[-1])) if path.exists() else []
+    return str(ckpts[-1]) if ckpts else None
+
+
+@dataclass
+class TrainOutcome:
+    """What :func:`train_adapter` reports: TRL's ``TrainOutput``, how many trainable tensors moved, the time."""
+
+    result: Any
+    changed: int
+    trainable: int
+    seconds: float
+
+    def summary(self, trainer) -> dict[str, Any]:
+        """The keys every script's ``results["train"]`` shares."""
+        return {"steps": trainer.state.global_step, "train_loss": self.result.training_loss,
+                "trainable_tensors_changed": self.changed, "trainable_tensors": self.trainable}
+
+
+def train_adapter(trainer, tokenizer, out: Path) -> TrainOutcome:
+    """Train (resuming from the last checkpoint), count the trainable tensors that changed (the check that the
+    adapter learned anything), and save adapter and tokenizer to ``<out>/adapter``."""
+    import torch
+
+    start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
+    t = time.time()
+    result = trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
+    seconds = time.time() - t
+    changed = sum(not torch.equal(start[n], p.detach()) for n, p in trainer.model.named_parameters() if n in start)
+    trainer.model.save_pretrained(str(out / "adapter"))
+    tokenizer.save_pretrained(str(out / "adapter"))
+    return TrainOutcome(result, int(changed), len(start), seconds)
+
+
+def write_results(out: Path, results: dict[str, Any]) -> Path:
+    """``<out>/results.json`` (configs in it went through ``config_to_dict``: no secrets)."""
+    path = out / "results.json"
+    path.write_text(json.dumps(results, indent=2))
+    return path
