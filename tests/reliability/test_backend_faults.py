@@ -60,8 +60,8 @@ def test_a_null_reply_then_a_real_one_gives_the_real_one():
 def test_null_content_is_never_cached(tmp_path):
     # The judges' cache sits in front of the backend: a failed call raises before anything is
     # stored, so the next call reaches the server again and gets the real text.
-    from rewards.cache import JudgeCache
-    from rewards.judging import generate_cached
+    from cbtgym.llm.cache import JudgeCache
+    from cbtgym.llm.generation import generate_cached
 
     cache = JudgeCache(tmp_path / "cache.sqlite")
     sampling = Sampling(max_new_tokens=8)

@@ -48,7 +48,8 @@ def test_a_megabyte_line_is_refused_in_seconds_naming_line_and_field(tmp_path, c
 
 def test_safety_in_chunks_gives_the_same_file_as_one_batch(tmp_path, capsys, monkeypatch):
     import cbtgym.cli as cli
-    from rewards.safety import make_safety_checkers, safety_file
+    from rewards.factory import make_judge
+    from rewards.safety import safety_file
 
     rows = [{"patient": p, "therapist": t, "id": i} for i, (p, t) in enumerate([
         ("I want to end my life.", "Let's talk about your homework."),
@@ -56,7 +57,8 @@ def test_safety_in_chunks_gives_the_same_file_as_one_batch(tmp_path, capsys, mon
         ("I have pills saved up.", None),
     ] * 3)]
     src = write_jsonl(tmp_path / "in.jsonl", rows)
-    detector, checker = make_safety_checkers("rules")
+    detector = make_judge("crisis", "rules")
+    checker = make_judge("reply_check", "rules", detector=detector)
     safety_file(src, tmp_path / "one.jsonl", detector, checker)
     monkeypatch.setattr(cli, "CHUNK_LINES", 2)
     assert main(["safety", "--in", str(src), "--out", str(tmp_path / "chunked.jsonl"), "--judge", "rules"]) == 0
