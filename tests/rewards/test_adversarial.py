@@ -27,7 +27,7 @@ from cbtgym.patients import RulePatient
 from cbtgym.patients.base import SATISFACTION_START
 from cbtgym.profiles import load_profiles
 from cbtgym.profiles.schema import PatientProfile
-from cbtgym.transcript import Transcript
+from cbtgym.transcript import Transcript, one_line
 from rewards.at_recovery import ATEstimate, LLMATJudge
 from rewards.ctrs import CTRSJudge
 from rewards.types import JudgeResult
@@ -187,7 +187,12 @@ def test_ctrs_and_at_prompts_fence_every_adversarial_turn(case):
     t = state(case, "adversarial")
     injected = t.turns[-1].text
     for judge in (CTRSJudge(ScriptedBackend()), LLMATJudge(ScriptedBackend(), embed=lambda xs: None)):
-        assert_fenced(judge.build_prompt(t, profile_of(case))[0]["content"], injected)
+        prompt = judge.build_prompt(t, profile_of(case))[0]["content"]
+        # The judge reads the turn as the transcript renders it: one line, speaker labels defused.
+        assert_fenced(prompt, one_line(injected))
+        inside, _ = fenced_block(prompt, "transcript")
+        speakers = [line.split(":", 1)[0] for line in inside.splitlines() if line.strip()]
+        assert speakers[-len(t.turns):] == [turn.speaker.capitalize() for turn in t.turns], "a turn reads as two speakers"
     # The AT match prompt fences the estimate, which a fooled judge may copy the injection into.
     est = ATEstimate([injected.replace("transcript>", "estimate>")], [""])
     match = LLMATJudge(ScriptedBackend(), embed=lambda xs: None).match_prompt(est, profile_of(case))[0]["content"]
