@@ -14,13 +14,11 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.acts import CATEGORIES  # noqa: E402
-from rewards.acts.data import EVAL_FILE, load_labelled  # noqa: E402
-from rewards.factory import make_judge  # noqa: E402
+from rewards.acts import CATEGORIES
+from rewards.acts.data import EVAL_FILE, load_labelled
+from rewards.factory import make_judge
 
 
 def per_class_prf(gold: list[str], pred: list[str | None], classes: tuple[str, ...]) -> dict[str, tuple[float, float, float, int]]:

@@ -27,18 +27,16 @@ All ratios come from this one run.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cbtgym.backends.base import Sampling  # noqa: E402
-from cbtgym.profiles import load_profiles  # noqa: E402
-from cbtgym.rollout import EpisodeSpec, run_episodes  # noqa: E402
-from cbtgym.transcript import Transcript  # noqa: E402
+from cbtgym.backends.base import Sampling
+from cbtgym.profiles import load_profiles
+from cbtgym.rollout import EpisodeSpec, run_episodes
+from cbtgym.transcript import Transcript
 
 QUESTIONS = [
     "That sounds hard. How have you been feeling about it?",

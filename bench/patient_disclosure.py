@@ -16,10 +16,8 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 ACTIONS = [
     "That sounds really hard. What do you think about it?",

@@ -16,14 +16,11 @@ vLLM reuses prefixes too (automatic prefix caching, on by default).
 from __future__ import annotations
 
 import argparse
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from cbtgym.backends.base import Backend, Sampling  # noqa: E402
-from cbtgym.envs import CBTSessionEnv, CBTSessionVectorEnv  # noqa: E402
+from cbtgym.backends.base import Backend, Sampling
+from cbtgym.envs import CBTSessionEnv, CBTSessionVectorEnv
 
 ACTIONS = [
     "That sounds hard. How have you been feeling about it?",

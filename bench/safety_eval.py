@@ -15,15 +15,12 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from rewards.factory import make_judge  # noqa: E402
-from rewards.safety import CRISIS_TYPES  # noqa: E402
-from rewards.safety.probes import SPLITS, evaluate, load_probes  # noqa: E402
+from rewards.factory import make_judge
+from rewards.safety import CRISIS_TYPES
+from rewards.safety.probes import SPLITS, evaluate, load_probes
 
 
 def _pct(x: float) -> str:

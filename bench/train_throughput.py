@@ -12,12 +12,9 @@ from __future__ import annotations
 
 import argparse
 import resource
-import sys
 import tempfile
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 
 def states(n: int) -> list[list[dict[str, str]]]:
