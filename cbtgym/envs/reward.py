@@ -8,7 +8,7 @@ step, not N). Judges in the top-level ``rewards`` package implement this protoco
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Mapping, Protocol, Sequence
 
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
@@ -28,6 +28,17 @@ class StepReward:
     value: float
     components: dict[str, float | None] = field(default_factory=dict)
     info: dict[str, Any] = field(default_factory=dict)
+
+
+def judge_failed(components: Mapping[str, Any]) -> bool:
+    """Whether a step reward's ``components`` report a failed judge (``judge_failures`` > 0).
+
+    A reward that excludes a failed judge still returns a number (the sum of the others; see
+    :class:`rewards.composite.CompositeReward`), so a caller that must not learn from a failure
+    (candidate scoring) asks this instead of reading the value. Rewards that never fail (the
+    rubric) report no ``judge_failures`` and never count as failed.
+    """
+    return bool(components.get("judge_failures"))
 
 
 class SessionReward(Protocol):

@@ -2,9 +2,13 @@
 
 At every therapist turn of sessions run with the current policy, sample ``k``
 candidate replies; score each candidate (the turn-level reward of the state plus
-the candidate, or after the patient has answered it); keep chosen/rejected pairs
-whose scores differ by at least ``min_margin``: the best against the worst, or,
-with a greedy anchor, each against the policy's own greedy reply.
+the candidate, after the patient has answered it, or the return of the episode the
+current policy plays on from it); keep chosen/rejected pairs whose scores differ by
+at least ``min_margin``: the best against the worst, or, with a greedy anchor, each
+against the policy's own greedy reply.
+
+A candidate whose reward reports a failed judge has no score (``None``): it is never
+ranked, so no pair is formed with it, and :func:`count_failures` counts it.
 
 The greedy anchor exists because a small policy is evaluated greedily: pairs
 between two random samples move probability mass the greedy reply may never
@@ -23,29 +27,52 @@ pair is lost or duplicated.
 
 from __future__ import annotations
 
+import itertools
 import random
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from ..backends.base import Backend, Sampling
+from ..envs.reward import judge_failed
 from ..envs.sessions import SessionBatch
 from ..jsonl import JsonlWriter, read_jsonl
 from ..profiles import load_profiles
 from ..resume import resume_keys
-from ..rollout import EpisodeSpec
+from ..rollout import Act, EpisodeSpec, play_out
+
+SCORINGS = ("turn", "patient", "episode")
 
 
 @dataclass(frozen=True)
 class CandidateScoring:
-    """How candidates are scored: ``"turn"`` (judge the reply itself) or ``"patient"``
-    (judge after the patient has answered it, so the reply's effect counts)."""
+    """How candidates are scored.
+
+    Attributes:
+        mode: ``"turn"`` (judge the reply itself), ``"patient"`` (judge after the patient has
+            answered it, so the reply's effect counts) or ``"episode"`` (the return of the session
+            played on from the reply to its end by the current policy and the patient, terminal
+            judges included, so credit reaches replies whose effect shows only later).
+        rollouts: ``"episode"``: continuations per candidate. 1 plays on greedily; more sample the
+            continuation with the candidate sampling and average their returns.
+    """
 
     mode: str = "turn"
+    rollouts: int = 1
 
     def __post_init__(self) -> None:
-        if self.mode not in ("turn", "patient"):
-            raise ValueError(f"scoring mode must be 'turn' or 'patient' (got {self.mode!r})")
+        if self.mode not in SCORINGS:
+            raise ValueError(f"scoring mode must be one of {SCORINGS} (got {self.mode!r})")
+        if isinstance(self.rollouts, bool) or not isinstance(self.rollouts, int) or self.rollouts < 1:
+            raise ValueError(f"scoring rollouts must be an int >= 1 (got {self.rollouts!r})")
+        if self.rollouts > 1 and self.mode != "episode":
+            raise ValueError(f"scoring rollouts={self.rollouts} only applies to mode 'episode' (got {self.mode!r}); "
+                             "use CandidateScoring('episode', rollouts) or leave rollouts at 1")
+
+    def setting(self) -> str | dict[str, Any]:
+        """What the resume sidecar records: the mode alone for turn and patient scoring (as files written
+        before episode scoring existed record it, so they still resume), mode and rollouts for episode."""
+        return self.mode if self.mode != "episode" else {"mode": self.mode, "rollouts": self.rollouts}
 
 
 def collection_specs(profiles: str, episodes: int, risk_episodes: int = 0, seed: int = 0) -> list[EpisodeSpec]:
@@ -97,6 +124,11 @@ def collect_candidates(
     With ``advance_best`` sessions go on with the best-scoring candidate: later states are the ones
     an improved policy reaches (disclosed thoughts, risk statements), which the base policy's own
     replies never unlock.
+    With ``scoring=CandidateScoring("episode", m)`` a candidate's score is its episode return: the
+    policy plays each candidate's session on to its end under ``system_prompt`` (greedily, or ``m``
+    continuations sampled with ``sampling`` and averaged), see :func:`_score_episodes`.
+    A candidate whose reward reports a failed judge scores ``None`` (null in the file) and the state
+    records how many did as ``"failed"`` (only when some did, so other records stay as they were).
     Returns the path of ``candidates.jsonl``. Episodes already in it are skipped.
     """
     if k < 2:
@@ -107,7 +139,7 @@ def collect_candidates(
                          f"stays a free sample (got k={k})")
     out = Path(out_dir) / "candidates.jsonl"
     finished = resume_keys(out, {"policy": policy, "system_prompt": system_prompt, "k": k, "sampling": sampling,
-                                 "scoring": scoring.mode, "batch_size": batch_size, "greedy_anchor": greedy_anchor,
+                                 "scoring": scoring.setting(), "batch_size": batch_size, "greedy_anchor": greedy_anchor,
                                  "explore_prefixes": groups, "advance_best": advance_best, "env": env_kwargs})
     todo = [s for s in specs if s.key not in finished]
     if progress:
@@ -126,7 +158,11 @@ def collect_candidates(
                 seed = chunk[0].seed * 1000 + turn
                 openings = [[g[(turn + i) % len(g)] for g in groups] for i in idx] if groups else None
                 cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor, openings)
-                scores = _score(batch, idx, cands, scoring)
+                if scoring.mode == "episode":
+                    act = _policy_act(policy, system_prompt, sampling.with_(seed=seed), scoring.rollouts == 1)
+                    scores = _score_episodes(batch, idx, cands, scoring.rollouts, act)
+                else:
+                    scores = _score(batch, idx, cands, scoring)
                 actions: list[str | None] = [None] * len(chunk)
                 for j, i in enumerate(idx):
                     state = {"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]}
@@ -134,11 +170,17 @@ def collect_candidates(
                         state["greedy"] = 0
                     if openings:
                         state["guided"] = {str(k - len(groups) + m): o for m, o in enumerate(openings[j])}
+                    failed = scores[j].count(None)
+                    if failed:
+                        state["failed"] = failed
                     records[i]["states"].append(state)
                     # Advance with the best candidate (states an improved policy reaches), the greedy reply
                     # (the states a greedy evaluation visits) or a random one of the policy's own samples.
+                    # Only scored candidates can be best; with none scored the first (the greedy reply, when
+                    # anchored) goes on.
                     if advance_best:
-                        actions[i] = cands[j][max(range(k), key=lambda c: scores[j][c])]
+                        scored = [c for c in range(k) if scores[j][c] is not None] or [0]
+                        actions[i] = cands[j][max(scored, key=lambda c: scores[j][c])]
                     else:
                         free = k - len(groups)
                         actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
@@ -185,12 +227,14 @@ def opening_groups(explore_prefixes: Sequence[str | Sequence[str]]) -> list[list
     return groups
 
 
-def _score(batch: SessionBatch, idx: list[int], cands: list[list[str]], scoring: CandidateScoring) -> list[list[float]]:
+def _score(batch: SessionBatch, idx: list[int], cands: list[list[str]],
+           scoring: CandidateScoring) -> list[list[float | None]]:
     """Score every candidate of every running session with ONE reward call (and one patient call).
 
     Each candidate goes, as the policy wrote it, into a copy of its session (``"patient"``: the
     patient answers it, its reply as generated), scored with ``done=False``. Not a core step
     (which cleans the text and ends the session on a closing): the scores pairs were made with.
+    A candidate whose reward reports a failed judge scores ``None``.
     """
     copies = [batch.sessions[i].copy() for j, i in enumerate(idx) for _ in cands[j]]
     for session, c in zip(copies, (c for cs in cands for c in cs)):
@@ -200,9 +244,54 @@ def _score(batch: SessionBatch, idx: list[int], cands: list[list[str]], scoring:
         for t, reply in zip(transcripts, batch.patient.respond([s.patient_state for s in copies], transcripts)):
             t.add("patient", reply.text, satisfaction=reply.satisfaction, meta=reply.meta)
     rewards = batch.reward_fn(transcripts, [s.profile for s in copies], [False] * len(transcripts))
-    flat = [float(r.value) for r in rewards]
+    return _per_state([None if judge_failed(r.components) else float(r.value) for r in rewards], len(idx))
+
+
+def _per_state(flat: list, states: int) -> list[list]:
+    """``flat`` (state-major, the same number of candidates per state) cut into one list per state."""
+    k = len(flat) // states if states else 0
+    return [flat[j * k:(j + 1) * k] for j in range(states)]
+
+
+def _policy_act(policy: Backend, system_prompt: str, sampling: Sampling, greedy: bool) -> Act:
+    """The policy as :func:`~cbtgym.rollout.play_out`'s therapist: one ``generate`` call per step for all
+    running sessions, greedy or sampled with ``sampling``.
+
+    Sampled steps get seeds of their own (``seed * 1000 + 1 + step``): the state's seed itself is the
+    candidates' draw, and ``seed + step`` would be a later turn's candidate draw.
+    """
+    steps = itertools.count()
+    fixed = sampling.with_(temperature=0.0, top_p=1.0) if greedy else None
+
+    def act(_: Sequence[int], transcripts: Sequence[Any]) -> list[str]:
+        step = next(steps)
+        s = fixed or (sampling if sampling.seed is None else sampling.with_(seed=sampling.seed * 1000 + 1 + step))
+        texts = policy.generate([t.as_chat("therapist", system_prompt) for t in transcripts], s)
+        return [t.strip() or "..." for t in texts]  # an empty reply is played as silence, as in collection
+
+    return act
+
+
+def _score_episodes(batch: SessionBatch, idx: list[int], cands: list[list[str]], rollouts: int,
+                    act: Act) -> list[list[float | None]]:
+    """Score every candidate by its episode return: all forks of the step advance together.
+
+    Each running session is forked once per candidate and rollout; each fork takes its candidate
+    as a core step (so a candidate that closes the session ends it, with ``done=True`` and the
+    terminal judges), then :func:`~cbtgym.rollout.play_out` plays all forks to their ends with
+    ``act``: one policy, one patient and one reward call per step for every fork of every session.
+    A candidate's score is the sum of its fork's step rewards from the candidate on, averaged over
+    its rollouts; ``None`` when any of those steps reports a failed judge (a return built from a
+    failure is no score). The sessions of ``batch`` are not changed.
+    """
     k = len(cands[0]) if cands else 0
-    return [flat[j * k:(j + 1) * k] for j in range(len(idx))]
+    forks = batch.fork([i for i in idx for _ in range(k)], rollouts)  # order: session, candidate, rollout
+    first = forks.step([c for cs in cands for c in cs for _ in range(rollouts)])
+    rest, comps = play_out(forks, act)
+    returns = [None if any(judge_failed(c) for c in [r.reward.components, *later]) else r.reward.value + sum(more)
+               for r, more, later in zip(first, rest, comps)]
+    runs = [returns[c * rollouts:(c + 1) * rollouts] for c in range(len(idx) * k)]
+    return _per_state([None if None in rs else float(sum(rs)) / rollouts for rs in runs], len(idx))
 
 
 PAIRINGS = ("extremes", "greedy", "improve")
@@ -217,6 +306,9 @@ def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "e
     a state). ``pairing="improve"``: only the first of those, the best against the greedy reply;
     no pair has the greedy reply as its chosen side, so an NLL term on the chosen replies (RPO)
     never trains the policy towards what it already says. Identical texts never form a pair.
+    Only scored candidates are ranked (a failed judge's ``None`` is never a side): a state left with
+    fewer than two, or with an unscored greedy reply under a greedy pairing, gives no pair
+    (:func:`count_failures` counts them).
     """
     if pairing not in PAIRINGS:
         raise ValueError(f"pairing must be one of {PAIRINGS} (got {pairing!r})")
@@ -224,12 +316,14 @@ def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "e
     for rec in read_jsonl(path):
         for st in rec["states"]:
             scores, cands = st["scores"], st["candidates"]
-            order = sorted(range(len(scores)), key=lambda i: scores[i])
+            if pairing != "extremes" and "greedy" not in st:
+                raise ValueError(f"pairing={pairing!r} needs candidates collected with greedy_anchor=True ({path}: {rec['key']})")
+            order = _ranked(st, pairing)
+            if not order:
+                continue
             lo, hi = order[0], order[-1]
             if pairing == "extremes":
                 matches = [(hi, lo, "")]
-            elif "greedy" not in st:
-                raise ValueError(f"pairing={pairing!r} needs candidates collected with greedy_anchor=True ({path}: {rec['key']})")
             else:
                 g = st["greedy"]
                 matches = [(hi, g, "+"), (g, lo, "-")] if pairing == "greedy" else [(hi, g, "+")]
@@ -247,6 +341,34 @@ def pairs_from_candidates(path: str | Path, min_margin: float, pairing: str = "e
                     "score_rejected": scores[lose],
                 })
     return pairs
+
+
+def _ranked(state: dict[str, Any], pairing: str) -> list[int]:
+    """The state's scored candidates, worst to best; empty when failed judges leave nothing to pair
+    (fewer than two scored, or a greedy pairing's greedy reply unscored)."""
+    scores = state["scores"]
+    order = sorted((i for i, v in enumerate(scores) if v is not None), key=lambda i: scores[i])
+    if len(order) < 2 or (pairing != "extremes" and scores[state.get("greedy", 0)] is None):
+        return []
+    return order
+
+
+def count_failures(path: str | Path, pairing: str = "extremes") -> dict[str, int]:
+    """How many candidates of ``candidates.jsonl`` have no score because a judge failed.
+
+    Returns ``{"candidates": unscored candidates, "states": states with one or more of them,
+    "states_unpaired": those of them that give no pair at all under ``pairing``}`` (the
+    ``judge_failures`` of train/dpo.py's results.json).
+    """
+    counts = {"candidates": 0, "states": 0, "states_unpaired": 0}
+    for rec in read_jsonl(path):
+        for st in rec["states"]:
+            failed = st["scores"].count(None)
+            if failed:
+                counts["candidates"] += failed
+                counts["states"] += 1
+                counts["states_unpaired"] += not _ranked(st, pairing)
+    return counts
 
 
 def trim_prompt(messages: Sequence[dict[str, str]], keep_last: int) -> list[dict[str, str]]:

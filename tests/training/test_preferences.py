@@ -1,4 +1,5 @@
-"""Pair collection: batching, scoring, margins, and resuming a killed run without loss or duplicates."""
+"""Pair collection: batching, scoring (turn, patient, episode), margins, judge failures, and resuming a killed run
+without loss or duplicates."""
 
 import json
 import multiprocessing as mp
@@ -9,12 +10,16 @@ import time
 import pytest
 
 from cbtgym.backends.base import Backend, Sampling
-from cbtgym.backends.scripted import stable_index
-from cbtgym.envs.reward import StepReward
+from cbtgym.backends.scripted import ScriptedBackend, stable_index
+from cbtgym.envs.reward import PlaceholderReward, StepReward
 from cbtgym.jsonl import read_jsonl
+from cbtgym.patients import LLMPatient
+from cbtgym.resume import ResumeMismatch
 from cbtgym.rollout import EpisodeSpec
-from cbtgym.training.preferences import CandidateScoring, collect_candidates, pairs_from_candidates
-from tests.factories import profiles
+from cbtgym.training.preferences import CandidateScoring, collect_candidates, count_failures, pairs_from_candidates
+from rewards.composite import Component, CompositeReward
+from rewards.types import JudgeResult
+from tests.factories import echo_patient_backend, profiles
 
 CANDIDATES = [
     "What went through your mind when that happened?",
@@ -296,3 +301,170 @@ def test_improve_pairing_keeps_only_pairs_that_beat_the_greedy_reply(tmp_path):
     state["scores"] = [2.0, 1.5, -0.5]
     path.write_text(json.dumps({"key": "s0", "states": [state]}) + "\n")
     assert pairs_from_candidates(path, min_margin=0.5, pairing="improve") == []
+
+
+# -- episode scoring and judge failures ---------------------------------------------------------------------
+
+LIGHTHOUSE = "Imagine a lighthouse. What comes to mind?"
+
+
+def scripted_policy():
+    """Greedy 'Tell me more.', sampled 'Okay.', and the guided opening continued into LIGHTHOUSE."""
+
+    def reply(conv, sampling):
+        if conv[-1]["role"] == "assistant":
+            return " What comes to mind?"
+        return "Tell me more." if sampling.greedy else "Okay."
+
+    return ScriptedBackend(reply, name="scripted-policy")
+
+
+class WordJudge:
+    """A whole-session judge: ``sign`` when the transcript holds ``word``, else 0; ``sign=None`` fails to parse there."""
+
+    def __init__(self, word: str, sign: float | None):
+        self.word, self.sign = word, sign
+
+    def score(self, transcripts, profiles):
+        hit = [self.word in t.render() for t in transcripts]
+        if self.sign is None:
+            return [JudgeResult(None, parse_failed=True) if h else JudgeResult(0.0) for h in hit]
+        return [JudgeResult(self.sign * float(h)) for h in hit]
+
+
+def flat_then_terminal(sign):
+    """A flat step reward plus a terminal judge that only the finished session reaches (done=True)."""
+    return CompositeReward([Component("flat", PlaceholderReward(), 1.0, "step"),
+                            Component("lighthouse", WordJudge("lighthouse", sign), 1.0, "terminal")])
+
+
+def collect_lighthouse(out, scoring, sign, n=2, **env):
+    env = {"profiles": profiles(), "max_rounds": 3, "reward_fn": flat_then_terminal(sign), **env}
+    return collect_candidates(scripted_policy(), "system", [EpisodeSpec(seed=i) for i in range(n)], out, k=3,
+                              sampling=Sampling(max_new_tokens=8, temperature=1.0), scoring=scoring, batch_size=n,
+                              greedy_anchor=True, explore_prefixes=["Imagine a lighthouse."], **env)
+
+
+def chosen_and_rejected(path):
+    return [(p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs_from_candidates(path, 0.5)]
+
+
+def test_episode_scoring_flips_with_the_terminal_judge_and_patient_scoring_never_sees_it(tmp_path):
+    liked = collect_lighthouse(tmp_path / "liked", CandidateScoring("episode"), 1.0)
+    states = [st for r in read_jsonl(liked) for st in r["states"]]
+    assert states and all(st["candidates"] == ["Tell me more.", "Okay.", LIGHTHOUSE] for st in states)
+    # the step part is flat: a candidate's episode return is the terminal judge's verdict on its finished session
+    assert all(st["scores"] == [0.0, 0.0, 1.0] for st in states)
+    assert {c for c, _ in chosen_and_rejected(liked)} == {LIGHTHOUSE}
+
+    disliked = collect_lighthouse(tmp_path / "disliked", CandidateScoring("episode"), -1.0)
+    assert all(st["scores"] == [0.0, 0.0, -1.0] for r in read_jsonl(disliked) for st in r["states"])
+    pairs = chosen_and_rejected(disliked)
+    assert pairs and {r for _, r in pairs} == {LIGHTHOUSE} and LIGHTHOUSE not in {c for c, _ in pairs}
+
+    for sign in (1.0, -1.0):  # judged after the patient answers, the session has not ended: no terminal judge
+        path = collect_lighthouse(tmp_path / f"patient{sign}", CandidateScoring("patient"), sign)
+        assert all(st["scores"] == [0.0, 0.0, 0.0] for r in read_jsonl(path) for st in r["states"])
+        assert chosen_and_rejected(path) == []
+
+
+@pytest.mark.parametrize("rollouts", [1, 2])
+def test_all_forks_of_a_step_share_one_policy_call_and_one_patient_call(tmp_path, rollouts):
+    patient_backend = echo_patient_backend()
+    policy_backend = scripted_policy()
+    rounds, n = 3, 2
+    collect_candidates(policy_backend, "system", [EpisodeSpec(seed=i) for i in range(n)], tmp_path, k=3,
+                       sampling=Sampling(max_new_tokens=8, temperature=1.0), scoring=CandidateScoring("episode", rollouts),
+                       batch_size=n, greedy_anchor=True, explore_prefixes=["Imagine a lighthouse."], profiles=profiles(),
+                       max_rounds=rounds, reward_fn=flat_then_terminal(1.0),
+                       patient=LLMPatient(patient_backend, rate_satisfaction=False))
+    # Neither side ever ends a session early, so at turn t the forks play rounds - t - 1 steps after the candidate's.
+    continuation_steps = sum(rounds - t - 1 for t in range(rounds))
+    # per turn: the samples with the guided prefills, and the greedy reply; then one call per continuation step
+    assert policy_backend.stats.calls == 2 * rounds + continuation_steps
+    # the opening; per turn the candidates' own step and the session's step; one per continuation step
+    assert patient_backend.stats.calls == 1 + 2 * rounds + continuation_steps
+    # every continuation call held every fork of both sessions: n sessions x k candidates x rollouts
+    forks = n * 3 * rollouts
+    candidate_convs = 2 * rounds * n + rounds * n  # k-1 samples/prefills and the greedy reply per state
+    assert policy_backend.stats.conversations == candidate_convs + continuation_steps * forks
+
+
+def test_episode_scoring_settings_are_part_of_the_resume_sidecar(tmp_path):
+    collect_lighthouse(tmp_path, CandidateScoring("episode"), 1.0, n=1)
+    side = json.loads((tmp_path / "candidates.jsonl.settings.json").read_text())["settings"]
+    assert side["scoring"] == {"mode": "episode", "rollouts": 1}
+    with pytest.raises(ResumeMismatch, match="scoring.rollouts"):
+        collect_lighthouse(tmp_path, CandidateScoring("episode", 2), 1.0, n=1)
+    other = tmp_path / "patient"
+    collect_lighthouse(other, CandidateScoring("patient"), 1.0, n=1)
+    # turn and patient scoring record what they always did, so their old files still resume
+    assert json.loads((other / "candidates.jsonl.settings.json").read_text())["settings"]["scoring"] == "patient"
+
+
+def test_candidate_scoring_names_its_fields():
+    with pytest.raises(ValueError, match="scoring mode"):
+        CandidateScoring("episodes")
+    with pytest.raises(ValueError, match="rollouts"):
+        CandidateScoring("episode", 0)
+    with pytest.raises(ValueError, match="only applies to mode 'episode'"):
+        CandidateScoring("patient", 2)
+
+
+class FlakyJudge:
+    """Scores the newest therapist turn (1 for a question, else 0) and fails to parse on 'Okay.'."""
+
+    def score(self, transcripts, profiles):
+        last = [t.last("therapist").text for t in transcripts]
+        return [JudgeResult(None, parse_failed=True) if x == "Okay." else JudgeResult(float(x.endswith("?")))
+                for x in last]
+
+
+@pytest.mark.parametrize("mode", ["turn", "patient"])
+def test_failed_judges_leave_candidates_unscored_excluded_and_counted_never_zero(tmp_path, mode):
+    reward = CompositeReward([Component("question", FlakyJudge(), 1.0, "delta")])
+    specs = [EpisodeSpec(seed=i) for i in range(4)]
+    path = collect_candidates(GreedyMarkedPolicy(), "system", specs, tmp_path, k=4,
+                              sampling=Sampling(max_new_tokens=8, temperature=1.0), batch_size=2, greedy_anchor=True,
+                              advance_best=True, scoring=CandidateScoring(mode), profiles=profiles(), max_rounds=3,
+                              reward_fn=reward)
+    states = [st for r in read_jsonl(path) for st in r["states"]]
+    okay = sum(st["candidates"].count("Okay.") for st in states)
+    assert okay, "the toy policy samples 'Okay.' in some states"
+    for st in states:
+        for cand, score in zip(st["candidates"], st["scores"]):
+            assert (score is None) == (cand == "Okay.")  # null in the file, never 0
+        assert st.get("failed", 0) == st["candidates"].count("Okay.")
+        assert ("failed" in st) == ("Okay." in st["candidates"])
+    # an unscored candidate is never best, so the sessions never went on with it
+    assert all(st["prompt"][-2]["content"] != "Okay." for st in states if st["turn"] > 0)
+    for pairing in ("extremes", "greedy"):
+        pairs = pairs_from_candidates(path, 0.5, pairing)
+        assert pairs and all("Okay." not in (p["chosen"][0]["content"], p["rejected"][0]["content"]) for p in pairs)
+        assert all(p["score_chosen"] is not None and p["score_rejected"] is not None for p in pairs)
+    assert count_failures(path, "greedy") == {"candidates": okay, "states": sum("failed" in st for st in states),
+                                              "states_unpaired": 0}
+
+
+def test_states_without_two_scored_candidates_give_no_pair_and_are_counted(tmp_path):
+    states = [
+        # the greedy reply's judge failed: no pair against it, but the two scored samples still pair as extremes
+        {"turn": 0, "prompt": [], "greedy": 0, "candidates": ["a", "b?", "c"], "scores": [None, 1.5, 0.0], "failed": 1},
+        # one scored candidate: nothing to rank under any pairing
+        {"turn": 1, "prompt": [], "greedy": 0, "candidates": ["a", "b?", "c"], "scores": [0.5, None, None], "failed": 2},
+        {"turn": 2, "prompt": [], "greedy": 0, "candidates": ["a", "b?", "c"], "scores": [0.0, 1.0, None], "failed": 1},
+    ]
+    path = tmp_path / "candidates.jsonl"
+    path.write_text(json.dumps({"key": "s0", "states": states}) + "\n")
+    assert [p["id"] for p in pairs_from_candidates(path, 0.5)] == ["s0#0", "s0#2"]
+    assert [p["id"] for p in pairs_from_candidates(path, 0.5, "greedy")] == ["s0#2+"]
+    assert count_failures(path) == {"candidates": 4, "states": 3, "states_unpaired": 1}
+    assert count_failures(path, "greedy") == {"candidates": 4, "states": 3, "states_unpaired": 2}
+
+
+def test_a_terminal_judge_failure_leaves_the_episode_return_unscored(tmp_path):
+    path = collect_lighthouse(tmp_path, CandidateScoring("episode", 2), None)
+    states = [st for r in read_jsonl(path) for st in r["states"]]
+    assert states and all(st["scores"] == [0.0, 0.0, None] and st["failed"] == 1 for st in states)
+    assert chosen_and_rejected(path) == []
+    assert count_failures(path) == {"candidates": len(states), "states": len(states), "states_unpaired": 0}
