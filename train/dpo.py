@@ -34,7 +34,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     from cbtgym.therapists import therapist_prompt
     from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
     from cbtgym.training.policy import RolloutPolicy, load_policy, lora_from_model_config
-    from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs,
+    from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs, count_failures,
                                              pairs_from_candidates, trim_prompt)
     from cbtgym.training.runs import start_run, train_adapter, write_results
     from cbtgym.training.tracking import log_transcripts
@@ -74,7 +74,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
         cand_path = collect_candidates(
             base, therapist_prompt(args.therapist_prompt), collect, out, k=args.k,
             sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95),
-            scoring=CandidateScoring(args.scoring), batch_size=args.rollout_batch_size,
+            scoring=CandidateScoring(args.scoring, args.scoring_rollouts), batch_size=args.rollout_batch_size,
             greedy_anchor=args.pairing != "extremes", explore_prefixes=args.explore_prefixes,
             advance_best=args.advance == "best", progress=bar.update, **env_kwargs)
         timings["collect_s"] = time.time() - t
@@ -111,6 +111,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
         "train": {
             "pairs": len(pairs),
             "candidate_states": sum(len(r["states"]) for r in read_jsonl(cand_path)),
+            "judge_failures": count_failures(cand_path, args.pairing),
             "pair_margin_mean": sum(margins) / len(margins),
             **trained.summary(trainer),
             "loss_first": logs[0]["loss"] if logs else None,
@@ -126,7 +127,8 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
         run.log({"eval/before_mean_reward": results["eval"]["before"]["mean_reward"],
                  "eval/after_mean_reward": results["eval"]["after"]["mean_reward"],
                  "eval/delta": results["eval"]["delta"]["mean"], "pairs/count": len(pairs),
-                 "pairs/margin_mean": results["train"]["pair_margin_mean"]})
+                 "pairs/margin_mean": results["train"]["pair_margin_mean"],
+                 "pairs/judge_failures": results["train"]["judge_failures"]["candidates"]})
         log_transcripts(run, "eval/after_transcripts", after)
         log_transcripts(run, "eval/before_transcripts", before)
         run.finish()

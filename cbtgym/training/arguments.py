@@ -174,7 +174,8 @@ class DPOArguments(SessionArguments, EvalArguments):
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for candidates (> 0)"})
     max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})
-    scoring: str = field(default="patient", metadata={"help": "'turn' (judge the reply) or 'patient' (judge after the patient answers)"})
+    scoring: str = field(default="patient", metadata={"help": "'turn' (judge the reply), 'patient' (judge after the patient answers) or 'episode' (the return of the session the policy plays on to its end, terminal judges included)"})
+    scoring_rollouts: int = field(default=1, metadata={"help": "scoring 'episode': continuations per candidate (1: greedy; more: sampled at --temperature and averaged)"})
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
     pairing: str = field(default="improve", metadata={"help": "'extremes' (best vs worst sample), 'greedy' (each vs the greedy reply) or 'improve' (only best vs greedy)"})
     explore_prefixes: list[str] = field(
@@ -197,9 +198,13 @@ class DPOArguments(SessionArguments, EvalArguments):
         from trl import DPOConfig
 
         from ..patients.llm_patient import RATING_SETTINGS
-        from .preferences import PAIRINGS, opening_groups
+        from .preferences import PAIRINGS, SCORINGS, opening_groups
 
-        _one_of(self, "scoring", ("turn", "patient"))
+        _one_of(self, "scoring", SCORINGS)
+        _at_least(self, 1, "scoring_rollouts")
+        if self.scoring_rollouts > 1 and self.scoring != "episode":
+            raise ConfigError(f"scoring_rollouts: {self.scoring_rollouts} continuations only count with --scoring episode "
+                              f"(got scoring {self.scoring!r}); set --scoring episode or --scoring_rollouts 1")
         _one_of(self, "rollout_backend", ("hf", "vllm"))
         _one_of(self, "pairing", PAIRINGS)
         _one_of(self, "advance", ("greedy", "best"))

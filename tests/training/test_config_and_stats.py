@@ -79,6 +79,8 @@ def test_config_to_dict_drops_secrets_of_every_config():
     (dict(patient_ratings="sometimes"), "patient_ratings"), (dict(pairing="best"), "pairing"),
     (dict(eval_limit=-3), "eval_limit"), (dict(train_profiles="nowhere"), "train_profiles"),
     (dict(therapist_prompt="nope"), "therapist_prompt"), (dict(reward="rubrik"), "reward"), (dict(patient="bogus"), "patient"),
+    (dict(scoring="episodes"), "scoring"), (dict(scoring="episode", scoring_rollouts=0), "scoring_rollouts"),
+    (dict(scoring_rollouts=3), "scoring_rollouts"),
 ])
 def test_dpo_arguments_check_names_the_field(bad, field):
     args, training, model = parse_args(*SCRIPTS["dpo"][:1], [], SCRIPTS["dpo"][1])
@@ -159,3 +161,10 @@ def test_bootstrap_ci_covers_the_mean_and_paired_delta_sees_a_shift():
     assert d["ci95"][0] > 0.2 and abs(d["mean"] - 0.3) < 0.05
     same = paired_bootstrap(x, x)
     assert same["ci95"] == [0.0, 0.0]
+
+
+def test_dpo_episode_scoring_with_sampled_rollouts_validates():
+    args, training, model = parse_args(*SCRIPTS["dpo"][:1], ["--scoring", "episode", "--scoring_rollouts", "3"],
+                                       SCRIPTS["dpo"][1])
+    assert (args.scoring, args.scoring_rollouts) == ("episode", 3)
+    args.check(training, model)
