@@ -48,8 +48,9 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     if args.patient != "rule":
         # A model of its own: the policy's weights change in training, the patient's must not.
         patient_backend = make_backend(args.patient)
-        if isinstance(patient_backend, HFBackend):  # the patient answers all k candidates of a chunk in one call
-            patient_backend.batch_size = max(patient_backend.batch_size, args.rollout_batch_size * args.k)
+        if isinstance(patient_backend, HFBackend):  # the patient answers all k candidates (x rollouts) of a chunk in one call
+            patient_backend.batch_size = max(patient_backend.batch_size,
+                                             args.rollout_batch_size * args.k * args.scoring_rollouts)
         env_kwargs["patient"] = LLMPatient.configured(
             patient_backend, args.patient_max_new_tokens, args.patient_temperature, args.patient_ratings,
             training_args.seed)
