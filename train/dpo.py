@@ -8,8 +8,9 @@ train a LoRA therapist with TRL's DPOTrainer, and evaluate base vs trained on he
 
 Arguments: cbtgym's DPOArguments (sessions, patient, judge, pairs, evaluation) beside TRL's DPOConfig and
 ModelConfig; the script's defaults for TRL fields are DPO_DEFAULTS (cbtgym/training/arguments.py).
-Writes <output_dir>/results.json with eval.before/after/delta (paired bootstrap CI over episodes)
-and the training summary; every stage resumes from its files when the run is restarted.
+Writes <output_dir>/results.json with eval.before/after/delta (paired bootstrap CI over episodes), the
+eval.heldout/diversity/safety blocks (cbtgym.training.heldout) and the training summary; every stage resumes
+from its files when the run is restarted.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     from cbtgym.jsonl import read_jsonl
     from cbtgym.patients import LLMPatient
     from cbtgym.therapists import therapist_prompt
-    from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
+    from cbtgym.training.heldout import EvalPanel
     from cbtgym.training.policy import RolloutPolicy, load_policy, lora_from_model_config
     from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs, count_failures,
                                              pairs_from_candidates, trim_prompt)
@@ -60,13 +61,11 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     policy = RolloutPolicy(args.rollout_backend, model_args.model_name_or_path, tokenizer,
                            batch_size=args.rollout_batch_size, max_lora_rank=model_args.lora_r)
 
-    # 1. the base policy on held-out profiles
-    specs = eval_specs(args.eval_profiles, args.eval_attitudes, args.eval_seeds, args.eval_limit)
+    # 1. the base policy on held-out profiles (and crisis probes, and the held-out panel when asked for)
+    panel = EvalPanel(args, out, env_kwargs=eval_kwargs, rounds=args.rounds, max_new_tokens=args.max_new_tokens,
+                      batch_size=args.rollout_batch_size, seed=training_args.seed)
     base = policy.backend(model)
-    t = time.time()
-    before = evaluate_backend(base, args.therapist_prompt, specs, out / "eval_before.jsonl", desc="eval before",
-                              max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch_size, **eval_kwargs)
-    timings["eval_before_s"] = time.time() - t
+    before = panel.run("before", base)
 
     # 2. preference pairs from rollouts on training profiles
     collect = collection_specs(args.train_profiles, args.collect_episodes, args.risk_episodes, training_args.seed)
@@ -97,18 +96,14 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     timings["train_s"] = trained.seconds
 
     # 4. the trained policy on the same held-out episodes (LoRA merged: rollouts at the base model's speed)
-    t = time.time()
     merged = trainer.model.merge_and_unload().eval() if args.rollout_backend == "hf" else None
-    after = evaluate_backend(policy.backend(merged, str(out / "adapter")), args.therapist_prompt, specs,
-                             out / "eval_after.jsonl", desc="eval after", max_new_tokens=args.max_new_tokens,
-                             batch_size=args.rollout_batch_size, **eval_kwargs)
-    timings["eval_after_s"] = time.time() - t
+    after = panel.run("after", policy.backend(merged, str(out / "adapter")))
     policy.close()
 
     logs = [h for h in trainer.state.log_history if "loss" in h]
     margins = [p["margin"] for p in pairs]
     results = {
-        "eval": compare(before, after),
+        "eval": panel.results(),
         "train": {
             "pairs": len(pairs),
             "candidate_states": sum(len(r["states"]) for r in read_jsonl(cand_path)),
@@ -119,15 +114,13 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
             "loss_last": logs[-1]["loss"] if logs else None,
             "reward_accuracy_last": logs[-1].get("rewards/accuracies") if logs else None,
         },
-        "timings_s": {**timings, "total": time.time() - t0},
+        "timings_s": {**panel.timings, **timings, "total": time.time() - t0},
         "adapter": str(out / "adapter"),
         "config": config,
     }
     write_results(out, results)
     if run is not None:
-        run.log({"eval/before_mean_reward": results["eval"]["before"]["mean_reward"],
-                 "eval/after_mean_reward": results["eval"]["after"]["mean_reward"],
-                 "eval/delta": results["eval"]["delta"]["mean"], "pairs/count": len(pairs),
+        run.log({**EvalPanel.metrics(results["eval"]), "pairs/count": len(pairs),
                  "pairs/margin_mean": results["train"]["pair_margin_mean"],
                  "pairs/judge_failures": results["train"]["judge_failures"]["candidates"]})
         log_transcripts(run, "eval/after_transcripts", after)
@@ -136,7 +129,8 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     d = results["eval"]["delta"]
     print(f"\nmean episode reward {results['eval']['before']['mean_reward']:.3f} -> {results['eval']['after']['mean_reward']:.3f}; "
           f"delta {d['mean']:+.3f} (95% CI {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}) over {results['eval']['episodes']} "
-          f"episodes; {len(pairs)} pairs; {results['timings_s']['total'] / 60:.1f} min\nresults: {out / 'results.json'}")
+          f"episodes; {len(pairs)} pairs; {results['timings_s']['total'] / 60:.1f} min")
+    print("\n".join(EvalPanel.lines(results["eval"], reward=False)) + f"\nresults: {out / 'results.json'}")
     return results
 
 

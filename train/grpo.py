@@ -9,7 +9,9 @@ function that plays the session with the current policy up to that turn and samp
 of completions at that patient state (patient turns are prompt, so they are masked out of the
 loss). The reward: the simulated patient answers each completion and the env's reward function
 (the embedded rubric by default) scores it. Arguments: cbtgym's GRPOArguments beside TRL's
-GRPOConfig and ModelConfig (defaults: GRPO_DEFAULTS). Writes <output_dir>/results.json and the adapter.
+GRPOConfig and ModelConfig (defaults: GRPO_DEFAULTS). Writes <output_dir>/results.json and the adapter; with
+--eval (the default) results.json holds the before/after evaluation of cbtgym.training.heldout (the env reward on
+held-out profiles, the held-out panel, diversity, safety; replies of max_completion_length tokens).
 """
 
 from __future__ import annotations
@@ -28,8 +30,9 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
     from datasets import Dataset
     from trl import GRPOTrainer
 
-    from cbtgym.backends import Sampling, make_backend
+    from cbtgym.backends import HFBackend, Sampling, make_backend
     from cbtgym.therapists import therapist_prompt
+    from cbtgym.training.heldout import EvalPanel
     from cbtgym.training.online import EnvReward, EnvRollout, session_rows
     from cbtgym.training.policy import load_policy, lora_from_model_config
     from cbtgym.training.runs import start_run, train_adapter, write_results
@@ -43,6 +46,11 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
     env_kwargs = dict(profiles=args.train_profiles, max_rounds=args.rounds, reward_fn=args.reward)
     if args.patient != "rule":
         env_kwargs.update(patient="llm", patient_backend=make_backend(args.patient))
+    panel = EvalPanel(args, out, env_kwargs={**env_kwargs, "profiles": args.eval_profiles}, rounds=args.rounds,
+                      max_new_tokens=training_args.max_completion_length, batch_size=args.rollout_batch_size,
+                      seed=training_args.seed) if args.eval else None
+    if panel is not None:  # the base policy, greedy, before the trainer wraps it
+        panel.run("before", HFBackend(model, tokenizer, batch_size=args.rollout_batch_size))
     rollout = EnvRollout(therapist_prompt(args.therapist_prompt), env_kwargs,
                          Sampling(max_new_tokens=training_args.max_completion_length,
                                   temperature=training_args.temperature, top_p=training_args.top_p))
@@ -56,12 +64,20 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
     results = {
         "train": {**trained.summary(trainer), "reward_first": rewards[0] if rewards else None,
                   "reward_last": rewards[-1] if rewards else None, "rewards": rewards, "rollout_calls": rollout.calls},
-        "adapter": str(out / "adapter"), "timings_s": {"total": time.time() - t0}, "config": config,
+        "adapter": str(out / "adapter"), "config": config,
     }
+    if panel is not None:
+        panel.run("after", HFBackend(trainer.model.eval(), tokenizer, batch_size=args.rollout_batch_size))
+        results["eval"] = panel.results()
+    results["timings_s"] = {**(panel.timings if panel else {}), "total": time.time() - t0}
     write_results(out, results)
     if run is not None:
+        if panel is not None:
+            run.log(EvalPanel.metrics(results["eval"]))
         run.finish()
     print(json.dumps(results["train"], indent=2))
+    if panel is not None:
+        print("\n".join(EvalPanel.lines(results["eval"])))
     return results
 
 

@@ -11,7 +11,8 @@ With `--data best-of-k` (the default) the teacher is the policy itself plus the 
 sampled at each therapist turn of sessions with the simulated patient, and the best one (if it scores at
 least --min_score) becomes the target. Only therapist turns are learned; patient turns are prompt.
 Arguments: cbtgym's SFTArguments beside TRL's SFTConfig and ModelConfig (defaults: SFT_DEFAULTS).
-Writes <output_dir>/results.json (training summary and, with --eval, before/after evaluation).
+Writes <output_dir>/results.json (training summary and, with --eval, the before/after evaluation: the reward,
+the held-out panel, diversity and safety blocks of cbtgym.training.heldout).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     from cbtgym.backends import HFBackend, Sampling
     from cbtgym.rollout import EpisodeSpec
     from cbtgym.therapists import therapist_prompt
-    from cbtgym.training.evaluation import compare, eval_specs, evaluate_backend
+    from cbtgym.training.heldout import EvalPanel
     from cbtgym.training.policy import load_policy, lora_from_model_config
     from cbtgym.training.preferences import collect_candidates
     from cbtgym.training.runs import start_run, train_adapter, write_results
@@ -46,10 +47,11 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
                                    dtype=model_args.dtype)
     system = therapist_prompt(args.therapist_prompt)
     env_kwargs = dict(max_rounds=args.rounds, reward_fn="rubric")
-    specs = eval_specs(args.eval_profiles, args.eval_attitudes, args.eval_seeds, args.eval_limit) if args.eval else []
-    before = evaluate_backend(HFBackend(model, tokenizer), args.therapist_prompt, specs, out / "eval_before.jsonl",
-                              desc="eval before", max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch_size,
-                              profiles=args.eval_profiles, **env_kwargs) if args.eval else []
+    panel = EvalPanel(args, out, env_kwargs=dict(env_kwargs, profiles=args.eval_profiles), rounds=args.rounds,
+                      max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch_size,
+                      seed=training_args.seed) if args.eval else None
+    if panel is not None:
+        panel.run("before", HFBackend(model, tokenizer))
 
     if args.data == "best-of-k":
         collect = [EpisodeSpec(seed=training_args.seed * 100000 + i) for i in range(args.collect_episodes)]
@@ -74,16 +76,18 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
 
     results: dict = {"train": {"examples": len(examples), **trained.summary(trainer)},
                      "adapter": str(out / "adapter"), "config": config}
-    if args.eval:
-        after = evaluate_backend(HFBackend(trainer.model.eval(), tokenizer), args.therapist_prompt, specs,
-                                 out / "eval_after.jsonl", desc="eval after", max_new_tokens=args.max_new_tokens,
-                                 batch_size=args.rollout_batch_size, profiles=args.eval_profiles, **env_kwargs)
-        results["eval"] = compare(before, after)
-    results["timings_s"] = {"total": time.time() - t0}
+    if panel is not None:
+        panel.run("after", HFBackend(trainer.model.eval(), tokenizer))
+        results["eval"] = panel.results()
+    results["timings_s"] = {**(panel.timings if panel else {}), "total": time.time() - t0}
     write_results(out, results)
     if run is not None:
+        if panel is not None:
+            run.log(EvalPanel.metrics(results["eval"]))
         run.finish()
     print(json.dumps({k: results[k] for k in ("train",) + (("eval",) if args.eval else ())}, indent=2))
+    if panel is not None:
+        print("\n".join(EvalPanel.lines(results["eval"])))
     return results
 
 

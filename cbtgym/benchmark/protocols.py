@@ -235,23 +235,40 @@ def load_crisis_probes(types: Sequence[str] = MOORE_TYPES, per_type: int = 4, pa
     return [p for t in types for p in chosen[t]]
 
 
+def probe_conversation(system: str, probe: dict[str, Any]) -> list[dict[str, str]]:
+    """What a therapist answers a crisis probe in: its system prompt, the session opening, the probe's utterance."""
+    return [{"role": "system", "content": system}, {"role": "assistant", "content": OPENING},
+            {"role": "user", "content": probe["patient"]}]
+
+
+def check_probe_replies(check_replies: Callable[..., list[Any]], probes: Sequence[dict[str, Any]],
+                        replies: Sequence[str]) -> list[Any]:
+    """``check_replies(patient_texts, replies, crises)`` (a reply checker's ``check``) against each probe's gold types."""
+    from rewards.safety.findings import CrisisFinding
+
+    if not probes:
+        return []
+    return check_replies([p["patient"] for p in probes], list(replies), [CrisisFinding.from_types(p["types"]) for p in probes])
+
+
+def probe_record(probe: dict[str, Any], reply: str, check: Any, **extra: Any) -> dict[str, Any]:
+    """One crisis-probe record (``extra`` right after ``key``): ``pass`` is 1.0/0.0, None when the checker could not tell."""
+    return {"key": probe["id"], **extra, "probe_type": probe["probe_type"], "types": probe["types"],
+            "patient": probe["patient"], "reply": reply,
+            "pass": None if check.response_safe is None else float(check.response_safe),
+            "violations": list(check.violations), "missing": list(check.missing)}
+
+
 def run_crisis_probes(variants: Sequence[Variant], therapists: Mapping[str, Backend], probes: Sequence[dict[str, Any]], out_dir: str | Path,
                       judges: EpisodeJudges, sampling: Sampling, meter: TherapistMeter | None = None) -> list[dict[str, Any]]:
     """One reply per probe and variant (after the session opening; one call per model), checked against the gold crisis types."""
-    from rewards.safety.findings import CrisisFinding
-
     with _Files(out_dir, variants) as files:
         todo = [(v, p) for v in variants for p in probes if p["id"] not in files.done[v.name]]
-        convs = [(v.name, [{"role": "system", "content": v.system_prompt()}, {"role": "assistant", "content": OPENING},
-                           {"role": "user", "content": p["patient"]}]) for v, p in todo]
+        convs = [(v.name, probe_conversation(v.system_prompt(), p)) for v, p in todo]
         replies = generate_for(therapists, convs, sampling, meter)
-        checks = judges.check_replies([p["patient"] for _, p in todo], replies,
-                                      [CrisisFinding.from_types(p["types"]) for _, p in todo]) if todo else []
+        checks = check_probe_replies(judges.check_replies, [p for _, p in todo], replies)
         for (v, p), reply, ch in zip(todo, replies, checks):
-            files.write(v.name, {"key": p["id"], "variant": v.name, "probe_type": p["probe_type"], "types": p["types"],
-                                 "patient": p["patient"], "reply": reply,
-                                 "pass": None if ch.response_safe is None else float(ch.response_safe),
-                                 "violations": list(ch.violations), "missing": list(ch.missing)})
+            files.write(v.name, probe_record(p, reply, ch, variant=v.name))
         return [files.done[v.name][p["id"]] for v in variants for p in probes]
 
 

@@ -96,18 +96,18 @@ def _check_prompt(source: str) -> None:
         raise ConfigError(f"therapist_prompt: {e}") from None
 
 
-def _check_reward(source: str) -> None:
+def _check_reward(source: str, name: str = "reward") -> None:
     if source in ("rubric", "placeholder", "composite"):
         return
     path = source.partition(":")[2].strip() if source.startswith("composite:") else None
     if not path:
-        raise ConfigError(f"reward: {source!r} is unknown; use 'rubric', 'placeholder', 'composite' or "
+        raise ConfigError(f"{name}: {source!r} is unknown; use 'rubric', 'placeholder', 'composite' or "
                           "'composite:<path.yaml>'")
     if not Path(path).is_file():
-        raise ConfigError(f"reward: composite config {path} does not exist; give the path of a YAML file")
+        raise ConfigError(f"{name}: composite config {path} does not exist; give the path of a YAML file")
 
 
-def _check_patient(spec: str) -> None:
+def _check_patient(spec: str, name: str = "patient") -> None:
     """The patient's backend spec has one of the string forms ``make_backend`` accepts (no model loads here)."""
     from ..backends.factory import ACCEPTED_FORMS
 
@@ -115,7 +115,7 @@ def _check_patient(spec: str) -> None:
     if spec in ("rule", "embedded", "scripted") or (sep and rest and kind in ("hf", "vllm")) or (
             kind == "openai" and "#" in rest and all(rest.rpartition("#")[::2])):
         return
-    raise ConfigError(f"patient: {spec!r} is no patient; use 'rule' or a backend spec: {ACCEPTED_FORMS}")
+    raise ConfigError(f"{name}: {spec!r} is no patient; use 'rule' or a backend spec: {ACCEPTED_FORMS}")
 
 
 def _check_lora(training_args: Any, model_args: Any) -> None:
@@ -151,13 +151,20 @@ class EvalArguments:
     eval_attitudes: str = field(default="both", metadata={"help": "'both', 'active', 'passive' or 'profile'"})
     eval_limit: int = field(default=0, metadata={"help": "evaluate on the first N eval profiles only (0: all)"})
     eval_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds per eval profile x attitude"})
+    crisis_per_type: int = field(default=4, metadata={"help": "crisis probes per crisis type the policy answers before and after training (0: no crisis block)"})
+    heldout_patient: str = field(default="none", metadata={"help": "held-out panel's patient: 'none' (no panel), 'rule' or a backend spec for an LLM patient (e.g. 'embedded')"})
+    heldout_reward: str = field(default="composite", metadata={"help": "held-out panel's reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
+    heldout_limit: int = field(default=0, metadata={"help": "held-out panel on the first N eval profiles only (0: all)"})
 
     def check_eval(self) -> None:
         _one_of(self, "eval_attitudes", EVAL_ATTITUDES)
-        _at_least(self, 0, "eval_limit")
+        _at_least(self, 0, "eval_limit", "heldout_limit", "crisis_per_type")
         if not self.eval_seeds:
             raise ConfigError("eval_seeds: empty; give at least one seed, e.g. --eval_seeds 0")
         _check_profiles("eval_profiles", self.eval_profiles)
+        if self.heldout_patient != "none":
+            _check_patient(self.heldout_patient, "heldout_patient")
+            _check_reward(self.heldout_reward, "heldout_reward")
 
 
 @dataclass
@@ -267,12 +274,14 @@ class SFTArguments(SessionArguments, EvalArguments):
 
 
 @dataclass
-class GRPOArguments(SessionArguments):
-    """train/grpo.py: the training sessions (TRL's GRPOConfig and ModelConfig hold the rest)."""
+class GRPOArguments(SessionArguments, EvalArguments):
+    """train/grpo.py: the training sessions and the evaluation (TRL's GRPOConfig and ModelConfig hold the rest)."""
 
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": "env reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
     sessions: int = field(default=16, metadata={"help": "distinct training sessions (seeds)"})
+    rollout_batch_size: int = field(default=16, metadata={"help": "evaluation: sessions stepped together"})
+    eval: bool = field(default=True, metadata={"help": "evaluate base and trained policy on held-out profiles (replies of max_completion_length tokens)"})
 
     def check(self, training_args: Any, model_args: Any) -> None:
         """Validate everything train/grpo.py relies on, before any model loads."""
@@ -295,3 +304,6 @@ class GRPOArguments(SessionArguments):
         _check_reward(self.reward)
         _check_patient(self.patient)
         self.check_sessions()
+        if self.eval:
+            _at_least(self, 1, "rollout_batch_size")
+            self.check_eval()

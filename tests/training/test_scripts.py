@@ -50,13 +50,28 @@ def assert_eval_block(block: dict, episodes: int) -> None:
         assert block[side]["components"], "reward components are reported"
     lo, hi = block["delta"]["ci95"]
     assert lo <= block["delta"]["mean"] <= hi
+    # the blocks the training reward cannot game (cbtgym.training.heldout)
+    assert "--heldout_patient" in block["heldout"]["skipped"], "the held-out panel is off by default and says how to turn it on"
+    for side in ("before", "after"):
+        div, safety = block["diversity"][side], block["safety"][side]
+        assert set(div) == {"distinct2", "repeated_openings"} and 0 < div["distinct2"] <= 1
+        assert 0 <= div["repeated_openings"] <= 1
+        assert 0 <= safety["safety_ok"] <= 1, "the rubric's per-step safety_ok is averaged"
+        assert 0 <= safety["crisis_pass"] <= 1
+    assert block["safety"]["delta"]["crisis_pass"]["n"] == block["safety"]["crisis_probes"] > 0
+
+
+def assert_eval_files(out: Path, episodes: int, probes: int) -> None:
+    for side in ("before", "after"):
+        assert len(list(read_jsonl(out / f"eval_{side}.jsonl"))) == episodes
+        assert len(list(read_jsonl(out / f"crisis_{side}.jsonl"))) == probes
 
 
 def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     saved = run_script(
         "dpo", tmp_path, collect_episodes=3, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
-        eval_limit=1, eval_attitudes="both", num_train_epochs=1, per_device_train_batch_size=2,
+        eval_limit=1, eval_attitudes="both", crisis_per_type=1, num_train_epochs=1, per_device_train_batch_size=2,
         rollout_batch_size=4, max_length=384, learning_rate=1e-3, report_to="wandb", hub_token="hf_not_logged",
     )
     assert saved["config"]["k"] == 4 and saved["config"]["max_length"] == 384 and saved["config"]["beta"] == 0.1
@@ -79,7 +94,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
                           for i, o in st["guided"].items())
     assert {o for _, o in guided} >= {SAFETY_OPENING}
     assert (tmp_path / "pairs_dataset" / "dataset_info.json").is_file()
-    assert len(list(read_jsonl(tmp_path / "eval_before.jsonl"))) == len(list(read_jsonl(tmp_path / "eval_after.jsonl"))) == 2
+    assert_eval_files(tmp_path, episodes=2, probes=4)  # one probe per crisis type
     assert list(tmp_path.glob("wandb/offline-run-*")), "the W&B run is written offline"
 
 
@@ -87,7 +102,7 @@ def test_dpo_script_plays_an_llm_patient_with_its_settings(tmp_path):
     # A scripted backend plays the LLM patient: the test is about what reaches the env, not about the text.
     run_script(
         "dpo", tmp_path, patient="scripted", patient_ratings="end", collect_episodes=2, k=4, rounds=2,
-        max_new_tokens=10, min_margin=0.01, eval_limit=1, eval_attitudes="active", per_device_train_batch_size=2,
+        max_new_tokens=10, min_margin=0.01, eval_limit=1, eval_attitudes="active", crisis_per_type=0, per_device_train_batch_size=2,
         rollout_batch_size=2, max_length=320, report_to="none",
     )
     for name in ("eval_before.jsonl", "eval_after.jsonl"):
@@ -114,7 +129,10 @@ def test_grpo_script_runs_env_rollouts_and_updates_the_policy(tmp_path):
     results = run_script(
         "grpo", tmp_path, sessions=2, rounds=2, num_generations=4, max_completion_length=12,
         max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, report_to="none",
+        eval_limit=1, eval_attitudes="active", crisis_per_type=1, rollout_batch_size=4,
     )
+    assert_eval_block(results["eval"], episodes=1)
+    assert_eval_files(tmp_path, episodes=1, probes=4)
     train = results["train"]
     assert train["steps"] == 2 and train["rollout_calls"] >= 1
     assert train["rewards"] and all(isinstance(r, float) for r in train["rewards"])
