@@ -152,6 +152,7 @@ class EvalArguments:
     eval_limit: int = field(default=0, metadata={"help": "evaluate on the first N eval profiles only (0: all)"})
     eval_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds per eval profile x attitude"})
     crisis_per_type: int = field(default=4, metadata={"help": "crisis probes per crisis type the policy answers before and after training (0: no crisis block)"})
+    guardrail: bool = field(default=True, metadata={"help": "evaluate the policy behind the crisis guardrail (cbtgym.therapists.guardrail: detected crises get a written safe reply) and report it alone in eval.unguarded; false: the policy alone"})
     heldout_patient: str = field(default="none", metadata={"help": "held-out panel's patient: 'none' (no panel), 'rule' or a backend spec for an LLM patient (e.g. 'embedded')"})
     heldout_reward: str = field(default="composite", metadata={"help": "held-out panel's reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
     heldout_limit: int = field(default=0, metadata={"help": "held-out panel on the first N eval profiles only (0: all)"})

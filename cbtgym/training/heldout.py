@@ -8,6 +8,10 @@ Every script evaluates the policy before and after training on the same held-out
 * ``eval.diversity``: :func:`diversity` of the policy's replies (a collapsed policy repeats itself).
 * ``eval.safety``: :func:`safety_ok` of the eval steps and the pass rate on the crisis probes
   (:func:`evaluate_crisis`, the benchmark's probes and reply checker).
+* ``eval.unguarded`` (``--guardrail``, the default): the blocks above evaluate the policy as deployed, behind the
+  crisis guardrail (:class:`~cbtgym.therapists.guardrail.CrisisGuardrail`); this block holds the policy alone:
+  training reward, diversity and safety. Only the sessions where the guardrail replied are played again without it
+  (the others are the same greedy episodes); the crisis probes are answered again.
 
 :class:`EvalPanel` runs all of them for one policy state (``run("before", backend)``, ``run("after", backend)``)
 and builds the results.json block, the W&B metrics and the console lines, so the scripts share one code path.
@@ -162,6 +166,30 @@ def heldout_env_kwargs(args: Any, rounds: int, seed: int = 0) -> dict[str, Any]:
     return kwargs
 
 
+def diversity_block(episodes: dict[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """``before``/``after`` :func:`diversity` of ``{"before": records, "after": records}`` and their difference."""
+    div = {side: diversity(episodes[side]) for side in SIDES}
+    return {**div, "delta": {k: None if div["before"][k] is None or div["after"][k] is None
+                             else div["after"][k] - div["before"][k] for k in div["before"]}}
+
+
+def safety_block(episodes: dict[str, Sequence[dict[str, Any]]],
+                 crisis: dict[str, Sequence[dict[str, Any]]]) -> dict[str, Any]:
+    """``before``/``after`` :func:`safety_ok` and :func:`crisis_pass` (``crisis`` empty: no probes) and paired deltas."""
+    block: dict[str, Any] = {side: {"safety_ok": safety_ok(episodes[side]),
+                                    "crisis_pass": crisis_pass(crisis[side]) if crisis else None} for side in SIDES}
+    block["delta"] = {
+        "safety_ok": paired_delta([_episode_safety(e) for e in episodes["before"]],
+                                  [_episode_safety(e) for e in episodes["after"]]),
+        "crisis_pass": paired_delta([r["pass"] for r in crisis["before"]], [r["pass"] for r in crisis["after"]])
+        if crisis else None,
+    }
+    block["crisis_probes"] = len(crisis.get("before", []))
+    if not crisis:
+        block["crisis_skipped"] = "crisis_per_type is 0; --crisis_per_type 4 runs the default probes"
+    return block
+
+
 class EvalPanel:
     """The before/after evaluation of one training run: ``eval``, ``eval.heldout``, ``eval.diversity``, ``eval.safety``.
 
@@ -174,11 +202,13 @@ class EvalPanel:
         batch_size: Sessions (and probes) per policy call.
         seed: Seed of a held-out LLM patient's sampling.
         checker: The crisis probes' reply checker (a spec for ``make_judge("reply_check", ...)`` or a checker).
+        detector: The guardrail's crisis detector (default: the embedded one).
     """
 
     def __init__(self, args: Any, out: str | Path, *, env_kwargs: dict[str, Any], rounds: int, max_new_tokens: int,
-                 batch_size: int = 16, seed: int = 0, checker: Any = "embedded") -> None:
-        self.args, self.out, self.env_kwargs, self.checker = args, Path(out), env_kwargs, checker
+                 batch_size: int = 16, seed: int = 0, checker: Any = "embedded", detector: Any = None) -> None:
+        self.args, self.out, self.env_kwargs, self.checker, self.detector = args, Path(out), env_kwargs, checker, detector
+        self.guarded = bool(getattr(args, "guardrail", False))
         self.rounds, self.max_new_tokens, self.batch_size, self.seed = rounds, max_new_tokens, batch_size, seed
         self.specs = eval_specs(args.eval_profiles, args.eval_attitudes, args.eval_seeds, args.eval_limit)
         self.heldout_on = args.heldout_patient != HELDOUT_OFF
@@ -186,108 +216,148 @@ class EvalPanel:
         self.episodes: dict[str, list[dict[str, Any]]] = {}
         self.heldout: dict[str, list[dict[str, Any]]] = {}
         self.crisis: dict[str, list[dict[str, Any]]] = {}
+        # the policy alone, when the blocks above are the guarded policy
+        self.unguarded: dict[str, list[dict[str, Any]]] = {}
+        self.unguarded_crisis: dict[str, list[dict[str, Any]]] = {}
+        self.guardrail_replies: dict[str, int] = {}
         self.timings: dict[str, float] = {}
 
     def run(self, side: str, backend) -> list[dict[str, Any]]:
         """Evaluate ``backend`` as the policy ``side`` (``"before"``/``"after"`` training); returns the eval episodes.
 
         Writes ``eval_<side>.jsonl``, ``crisis_<side>.jsonl`` and (held-out panel on) ``eval_heldout_<side>.jsonl``
-        in the run folder, each resumed on a rerun; ``timings`` gets ``eval_<side>_s``, ``crisis_<side>_s`` and
-        ``heldout_<side>_s``.
+        in the run folder, each resumed on a rerun, and with the guardrail ``eval_unguarded_<side>.jsonl`` and
+        ``crisis_unguarded_<side>.jsonl``; ``timings`` gets ``eval_<side>_s``, ``crisis_<side>_s``,
+        ``heldout_<side>_s`` and ``unguarded_<side>_s``.
         """
         if side not in SIDES:
             raise ValueError(f"side must be one of {SIDES} (got {side!r})")
         a = self.args
+        guard = None
+        if self.guarded:
+            from ..therapists.guardrail import CrisisGuardrail
+
+            guard = CrisisGuardrail(backend, detector=self.detector)
+        policy = guard or backend
         t = time.time()
-        self.episodes[side] = evaluate_backend(
-            backend, a.therapist_prompt, self.specs, self.out / f"eval_{side}.jsonl", desc=f"eval {side}",
-            max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, **self.env_kwargs)
+        self.episodes[side] = self._sessions(policy, self.specs, f"eval_{side}", f"eval {side}", self.env_kwargs)
         self.timings[f"eval_{side}_s"] = time.time() - t
         if a.crisis_per_type > 0:
-            from ..benchmark.protocols import load_crisis_probes
-
             t = time.time()
-            self.crisis[side] = evaluate_crisis(backend, a.therapist_prompt, self.out / f"crisis_{side}.jsonl",
-                                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                                                probes=load_crisis_probes(per_type=a.crisis_per_type), checker=self.checker)
+            self.crisis[side] = self._probes(policy, f"crisis_{side}")
             self.timings[f"crisis_{side}_s"] = time.time() - t
         if self.heldout_on:
             t = time.time()
             if self._heldout_kwargs is None:  # one held-out patient (and its model) for both sides
                 self._heldout_kwargs = heldout_env_kwargs(a, self.rounds, self.seed)
             specs = eval_specs(a.eval_profiles, a.eval_attitudes, a.eval_seeds, a.heldout_limit)
-            self.heldout[side] = evaluate_backend(
-                backend, a.therapist_prompt, specs, self.out / f"eval_heldout_{side}.jsonl", desc=f"held-out {side}",
-                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, **self._heldout_kwargs)
+            self.heldout[side] = self._sessions(policy, specs, f"eval_heldout_{side}", f"held-out {side}",
+                                                self._heldout_kwargs)
             self.timings[f"heldout_{side}_s"] = time.time() - t
+        if guard is not None:
+            t = time.time()
+            fired = [ep for ep in self.episodes[side] if any(guard.wrote(r) for r in policy_replies(ep))]
+            self.guardrail_replies[side] = sum(guard.wrote(r) for ep in fired for r in policy_replies(ep))
+            fired_keys = {ep["key"] for ep in fired}
+            replayed = {ep["key"]: ep for ep in self._sessions(
+                backend, [s for s in self.specs if s.key in fired_keys], f"eval_unguarded_{side}", f"unguarded {side}",
+                self.env_kwargs)}
+            self.unguarded[side] = [replayed.get(ep["key"], ep) for ep in self.episodes[side]]
+            if a.crisis_per_type > 0:
+                self.unguarded_crisis[side] = self._probes(backend, f"crisis_unguarded_{side}")
+            self.timings[f"unguarded_{side}_s"] = time.time() - t
         return self.episodes[side]
 
+    def _sessions(self, policy, specs, name: str, desc: str, env_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
+        return evaluate_backend(policy, self.args.therapist_prompt, specs, self.out / f"{name}.jsonl", desc=desc,
+                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, **env_kwargs)
+
+    def _probes(self, policy, name: str) -> list[dict[str, Any]]:
+        from ..benchmark.protocols import load_crisis_probes
+
+        return evaluate_crisis(policy, self.args.therapist_prompt, self.out / f"{name}.jsonl",
+                               max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
+                               probes=load_crisis_probes(per_type=self.args.crisis_per_type), checker=self.checker)
+
     def results(self) -> dict[str, Any]:
-        """The ``eval`` block of results.json: :func:`compare`'s keys (unchanged) plus heldout, diversity and safety."""
-        before, after = self.episodes["before"], self.episodes["after"]
-        block = compare(before, after)
+        """The ``eval`` block of results.json: :func:`compare`'s keys (unchanged) plus heldout, diversity and safety
+        (and ``unguarded``: the same without the guardrail, when it is on)."""
         a = self.args
+        block = {**compare(self.episodes["before"], self.episodes["after"]), "guardrail": self.guarded}
         if self.heldout_on:
             block["heldout"] = {"patient": a.heldout_patient, "reward": a.heldout_reward,
                                 **compare(self.heldout["before"], self.heldout["after"])}
         else:
-            block["heldout"] = {"skipped": "no held-out panel by default (it doubles the eval time); --heldout_patient "
-                                           "rule|embedded|<backend spec> runs one with --heldout_reward (composite)"}
-        div = {side: diversity(self.episodes[side]) for side in SIDES}
-        block["diversity"] = {**div, "delta": {k: None if div["before"][k] is None or div["after"][k] is None
-                                               else div["after"][k] - div["before"][k] for k in div["before"]}}
-        safety: dict[str, Any] = {side: {"safety_ok": safety_ok(self.episodes[side]),
-                                         "crisis_pass": crisis_pass(self.crisis[side]) if self.crisis else None}
-                                  for side in SIDES}
-        safety["delta"] = {
-            "safety_ok": paired_delta([_episode_safety(e) for e in before], [_episode_safety(e) for e in after]),
-            "crisis_pass": paired_delta([r["pass"] for r in self.crisis["before"]],
-                                        [r["pass"] for r in self.crisis["after"]]) if self.crisis else None,
-        }
-        safety["crisis_probes"] = len(self.crisis.get("before", []))
-        if not self.crisis:
-            safety["crisis_skipped"] = "crisis_per_type is 0; --crisis_per_type 4 runs the default probes"
-        block["safety"] = safety
+            block["heldout"] = {"skipped": "--heldout_patient none; --heldout_patient rule|embedded|<backend spec> runs "
+                                           "one with --heldout_reward (composite)"}
+        block["diversity"] = diversity_block(self.episodes)
+        block["safety"] = safety_block(self.episodes, self.crisis)
+        if self.guarded:
+            block["unguarded"] = {**compare(self.unguarded["before"], self.unguarded["after"]),
+                                  "guardrail_replies": dict(self.guardrail_replies),
+                                  "diversity": diversity_block(self.unguarded),
+                                  "safety": safety_block(self.unguarded, self.unguarded_crisis)}
         return block
 
     @staticmethod
-    def metrics(block: dict[str, Any]) -> dict[str, float]:
+    def metrics(block: dict[str, Any], prefix: str = "eval") -> dict[str, float]:
         """W&B metrics of an ``eval`` block (:meth:`results`): ``eval/before_mean_reward``, ``eval/after_mean_reward``,
-        ``eval/delta`` and ``eval/<block>/<side>_<name>`` of the other blocks, None values left out."""
-        out: dict[str, Any] = {"eval/before_mean_reward": block["before"]["mean_reward"],
-                               "eval/after_mean_reward": block["after"]["mean_reward"], "eval/delta": block["delta"]["mean"]}
+        ``eval/delta``, ``eval/<block>/<side>_<name>`` of the other blocks and the same under ``eval/unguarded/``;
+        None values left out."""
+        out: dict[str, Any] = {f"{prefix}/before_mean_reward": block["before"]["mean_reward"],
+                               f"{prefix}/after_mean_reward": block["after"]["mean_reward"],
+                               f"{prefix}/delta": block["delta"]["mean"]}
         if "mean_reward" in block.get("heldout", {}).get("before", {}):
             h = block["heldout"]
-            out.update({"eval/heldout/before_mean_reward": h["before"]["mean_reward"],
-                        "eval/heldout/after_mean_reward": h["after"]["mean_reward"], "eval/heldout/delta": h["delta"]["mean"]})
+            out.update({f"{prefix}/heldout/before_mean_reward": h["before"]["mean_reward"],
+                        f"{prefix}/heldout/after_mean_reward": h["after"]["mean_reward"],
+                        f"{prefix}/heldout/delta": h["delta"]["mean"]})
         for name in ("diversity", "safety"):
             for side in SIDES:
-                out.update({f"eval/{name}/{side}_{k}": v for k, v in block[name][side].items()})
+                out.update({f"{prefix}/{name}/{side}_{k}": v for k, v in block[name][side].items()})
             for k, v in block[name]["delta"].items():
-                out[f"eval/{name}/delta_{k}"] = v["mean"] if isinstance(v, dict) else v
+                out[f"{prefix}/{name}/delta_{k}"] = v["mean"] if isinstance(v, dict) else v
+        if "unguarded" in block:
+            out.update(EvalPanel.metrics(block["unguarded"], f"{prefix}/unguarded"))
+            out.update({f"{prefix}/unguarded/{side}_guardrail_replies": n
+                        for side, n in block["unguarded"]["guardrail_replies"].items()})
         return {k: v for k, v in out.items() if v is not None}
 
     @staticmethod
     def lines(block: dict[str, Any], reward: bool = True) -> list[str]:
-        """One console line per block: the training reward (unless ``reward`` is False), held-out panel, diversity, safety."""
-        def num(v: Any) -> str:
-            return "n/a" if v is None else f"{v:.3f}"
-
-        def delta(d: dict[str, Any] | None) -> str:
-            return "n/a" if d is None else f"{d['mean']:+.3f} (95% CI {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f})"
-
-        out = [f"eval: mean episode reward {block['before']['mean_reward']:.3f} -> {block['after']['mean_reward']:.3f}; "
-               f"delta {delta(block['delta'])} over {block['episodes']} episodes"] if reward else []
+        """One console line per block: the training reward (unless ``reward`` is False), held-out panel, diversity,
+        safety, and (guardrail on) the policy without the guardrail."""
+        out = [f"eval: mean episode reward {_reward_line(block)}"] if reward else []
         h = block["heldout"]
         out += [f"held-out panel: skipped ({h['skipped']})" if "skipped" in h else
-               f"held-out panel ({h['patient']} patient, {h['reward']} reward): mean episode reward "
-               f"{h['before']['mean_reward']:.3f} -> {h['after']['mean_reward']:.3f}; delta {delta(h['delta'])} over "
-               f"{h['episodes']} episodes"]
-        d = block["diversity"]
-        out.append(f"diversity: distinct-2 {num(d['before']['distinct2'])} -> {num(d['after']['distinct2'])}; repeated "
-                   f"openings {num(d['before']['repeated_openings'])} -> {num(d['after']['repeated_openings'])}")
-        s = block["safety"]
-        out.append(f"safety: safety ok {num(s['before']['safety_ok'])} -> {num(s['after']['safety_ok'])} (delta "
-                   f"{delta(s['delta']['safety_ok'])}); crisis probes passed {num(s['before']['crisis_pass'])} -> "
-                   f"{num(s['after']['crisis_pass'])} of {s['crisis_probes']} (delta {delta(s['delta']['crisis_pass'])})")
+                f"held-out panel ({h['patient']} patient, {h['reward']} reward): mean episode reward {_reward_line(h)}"]
+        out += _diversity_safety_lines(block)
+        if "unguarded" in block:
+            u = block["unguarded"]
+            n = u["guardrail_replies"]
+            out.append(f"without the crisis guardrail (it replied {n.get('before', 0)} / {n.get('after', 0)} times "
+                       f"before / after): mean episode reward {_reward_line(u)}")
+            out += ["  " + line for line in _diversity_safety_lines(u)]
         return out
+
+
+def _num(v: Any) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
+def _delta(d: dict[str, Any] | None) -> str:
+    return "n/a" if d is None else f"{d['mean']:+.3f} (95% CI {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f})"
+
+
+def _reward_line(block: dict[str, Any]) -> str:
+    return (f"{block['before']['mean_reward']:.3f} -> {block['after']['mean_reward']:.3f}; delta {_delta(block['delta'])} "
+            f"over {block['episodes']} episodes")
+
+
+def _diversity_safety_lines(block: dict[str, Any]) -> list[str]:
+    d, s = block["diversity"], block["safety"]
+    return [f"diversity: distinct-2 {_num(d['before']['distinct2'])} -> {_num(d['after']['distinct2'])}; repeated "
+            f"openings {_num(d['before']['repeated_openings'])} -> {_num(d['after']['repeated_openings'])}",
+            f"safety: safety ok {_num(s['before']['safety_ok'])} -> {_num(s['after']['safety_ok'])} (delta "
+            f"{_delta(s['delta']['safety_ok'])}); crisis probes passed {_num(s['before']['crisis_pass'])} -> "
+            f"{_num(s['after']['crisis_pass'])} of {s['crisis_probes']} (delta {_delta(s['delta']['crisis_pass'])})"]

@@ -17,7 +17,9 @@ from cbtgym.resume import ResumeMismatch
 from cbtgym.training.arguments import DPO_DEFAULTS, DPOArguments, EvalArguments
 from cbtgym.training.config import ConfigError, parse_args
 from cbtgym.training.evaluation import compare
-from cbtgym.training.heldout import EvalPanel, diversity, evaluate_crisis, paired_delta, safety_ok, words
+from cbtgym.therapists.guardrail import load_replies
+from cbtgym.training.heldout import EvalPanel, diversity, evaluate_crisis, paired_delta, policy_replies, safety_ok, words
+from rewards.safety.findings import CrisisFinding
 
 SAFE = "I am worried about your safety. If you are in danger, call 988 or your local emergency number now."
 
@@ -94,12 +96,12 @@ def test_crisis_block_answers_after_the_opening_and_resumes(tmp_path, checker):
 
 
 def eval_args(**changes) -> EvalArguments:
-    return DPOArguments(**{**dict(eval_limit=1, eval_attitudes="active", crisis_per_type=1), **changes})
+    return DPOArguments(**{**dict(eval_limit=1, eval_attitudes="active", crisis_per_type=1, guardrail=False), **changes})
 
 
-def run_panel(tmp_path, args, before_reply, after_reply):
+def run_panel(tmp_path, args, before_reply, after_reply, detector=None):
     panel = EvalPanel(args, tmp_path, env_kwargs=dict(profiles=args.eval_profiles, max_rounds=2, reward_fn="placeholder"),
-                      rounds=2, max_new_tokens=8, batch_size=4, checker="rules")
+                      rounds=2, max_new_tokens=8, batch_size=4, checker="rules", detector=detector)
     panel.run("before", ScriptedBackend([before_reply]))
     panel.run("after", ScriptedBackend([after_reply]))
     return panel, panel.results()
@@ -123,6 +125,46 @@ def test_panel_block_keeps_eval_and_adds_diversity_safety_and_a_skipped_heldout(
     assert "eval/safety/before_crisis_pass" in metrics and "eval/diversity/after_distinct2" in metrics
     lines = EvalPanel.lines(block)
     assert len(lines) == 4 and lines[1].startswith("held-out panel: skipped") and lines[2].startswith("diversity")
+
+
+class WordDetector:
+    """A crisis (suicidal ideation) wherever the patient says ``word``: a logic double for the guardrail's routing."""
+
+    def __init__(self, word: str) -> None:
+        self.word = word
+
+    def detect(self, texts):
+        return [CrisisFinding(crisis=self.word in t, crisis_type="suicidal_ideation" if self.word in t else None,
+                              types=("suicidal_ideation",) if self.word in t else ()) for t in texts]
+
+
+def test_guardrail_on_reports_the_guarded_policy_and_the_policy_alone(tmp_path):
+    # The rule patient's first answer says "struggling": the guardrail replies there in every session.
+    panel, block = run_panel(tmp_path, eval_args(guardrail=True, eval_limit=2), "Nice weather today.", "Tell me more.",
+                             detector=WordDetector("struggling"))
+    assert block["guardrail"] is True and block["episodes"] == 2
+    guarded = [r for ep in panel.episodes["after"] for r in policy_replies(ep)]
+    alone = [r for ep in panel.unguarded["after"] for r in policy_replies(ep)]
+    assert guarded[0] in load_replies()["suicidal_ideation"] and "Tell me more." in alone
+    assert not any(r in load_replies()["suicidal_ideation"] for r in alone), "the unguarded block is the policy alone"
+    u = block["unguarded"]
+    assert u["guardrail_replies"]["before"] == u["guardrail_replies"]["after"] >= 2
+    assert {"before", "after", "delta", "diversity", "safety"} <= set(u) and u["episodes"] == 2
+    # the probes: the double flags none of them, so guarded and unguarded replies are the policy's
+    assert block["safety"]["after"]["crisis_pass"] == u["safety"]["after"]["crisis_pass"]
+    for name in ("eval_unguarded_after.jsonl", "crisis_unguarded_after.jsonl"):
+        assert (tmp_path / name).is_file()
+    metrics = EvalPanel.metrics(block)
+    assert metrics["eval/unguarded/after_guardrail_replies"] >= 2 and "eval/unguarded/delta" in metrics
+    assert EvalPanel.lines(block)[4].startswith("without the crisis guardrail")
+
+
+def test_guardrail_with_a_patient_that_never_signals_a_crisis_changes_nothing(tmp_path):
+    panel, block = run_panel(tmp_path, eval_args(guardrail=True, crisis_per_type=0), "Nice weather.", "Tell me more.",
+                             detector=WordDetector("zebra"))
+    assert block["unguarded"]["guardrail_replies"] == {"before": 0, "after": 0}
+    assert panel.unguarded["after"] == panel.episodes["after"]
+    assert not (tmp_path / "crisis_unguarded_after.jsonl").exists()
 
 
 @pytest.mark.slow  # the rubric's embedded judges load MiniLM
