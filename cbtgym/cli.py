@@ -1,4 +1,4 @@
-"""The ``cbtgym`` command line: simulate sessions, label acts, check safety, validate profiles."""
+"""The ``cbtgym`` command line: simulate sessions, label acts, check safety, validate profiles, build the W&B dashboard."""
 
 from __future__ import annotations
 
@@ -156,6 +156,30 @@ def _validate_profiles(args: argparse.Namespace) -> int:
     return 0
 
 
+def _dashboard(args: argparse.Namespace) -> int:
+    import os
+
+    from .training.dashboard import build_workspace, definition
+
+    workspace = build_workspace(args.entity, args.project, args.name, args.panels)
+    online = not args.dry_run and bool(os.environ.get("WANDB_API_KEY"))
+    if args.out or not online:
+        text = json.dumps(definition(workspace), indent=2)
+        if args.out:
+            Path(args.out).write_text(text)
+            print(f"dashboard definition ({sum(len(s.panels) for s in workspace.sections)} panels) -> {args.out}",
+                  file=sys.stderr)
+        else:
+            print(text)
+    if not online:
+        why = "--dry-run" if args.dry_run else "no WANDB_API_KEY"
+        print(f"dashboard: built, not saved ({why}); set WANDB_API_KEY and drop --dry-run to save it", file=sys.stderr)
+        return 0
+    workspace.save()
+    print(f"dashboard saved: {workspace.url}", file=sys.stderr)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="cbtgym", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -198,6 +222,15 @@ def build_parser() -> argparse.ArgumentParser:
     val = sub.add_parser("validate-profiles", help="validate a profile file or directory")
     val.add_argument("source")
     val.set_defaults(fn=_validate_profiles)
+
+    dash = sub.add_parser("dashboard", help="build the W&B workspace of the training scripts' keys (saved online, JSON offline)")
+    dash.add_argument("--entity", required=True, help="W&B entity (user or team) of the project")
+    dash.add_argument("--project", required=True, help="W&B project the scripts log to (WANDB_PROJECT, default cbtgym)")
+    dash.add_argument("--name", default=None, help="workspace name (default: the name in the panels file)")
+    dash.add_argument("--panels", default=None, help="panels YAML (default: cbtgym/training/dashboard.yaml)")
+    dash.add_argument("--dry-run", action="store_true", help="build and print the definition, save nothing (no network)")
+    dash.add_argument("--out", default=None, help="write the definition as JSON to this file")
+    dash.set_defaults(fn=_dashboard)
     return parser
 
 

@@ -38,7 +38,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs, count_failures,
                                              pairs_from_candidates, trim_prompt)
     from cbtgym.training.runs import start_run, train_adapter, write_results
-    from cbtgym.training.tracking import log_transcripts
+    from cbtgym.training.tracking import log_eval, log_pairs
 
     t0 = time.time()
     config = config_to_dict(args, training_args, model_args)
@@ -120,11 +120,8 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     }
     write_results(out, results)
     if run is not None:
-        run.log({**EvalPanel.metrics(results["eval"]), "pairs/count": len(pairs),
-                 "pairs/margin_mean": results["train"]["pair_margin_mean"],
-                 "pairs/judge_failures": results["train"]["judge_failures"]["candidates"]})
-        log_transcripts(run, "eval/after_transcripts", after)
-        log_transcripts(run, "eval/before_transcripts", before)
+        log_eval(run, results["eval"], panel.episodes)
+        log_pairs(run, pairs, cand_path)
         run.finish()
     d = results["eval"]["delta"]
     print(f"\nmean episode reward {results['eval']['before']['mean_reward']:.3f} -> {results['eval']['after']['mean_reward']:.3f}; "

@@ -39,6 +39,7 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     from cbtgym.training.preferences import collect_candidates
     from cbtgym.training.runs import start_run, train_adapter, write_results
     from cbtgym.training.sft_data import best_of_k_examples, dedupe, load_sft_examples
+    from cbtgym.training.tracking import log_eval
 
     t0 = time.time()
     config = config_to_dict(args, training_args, model_args)
@@ -83,7 +84,7 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     write_results(out, results)
     if run is not None:
         if panel is not None:
-            run.log(EvalPanel.metrics(results["eval"]))
+            log_eval(run, results["eval"], panel.episodes)
         run.finish()
     print(json.dumps({k: results[k] for k in ("train",) + (("eval",) if args.eval else ())}, indent=2))
     if panel is not None:

@@ -20,6 +20,8 @@ from cbtgym.jsonl import read_jsonl
 from cbtgym.profiles import load_profiles
 from cbtgym.training.arguments import SAFETY_OPENING
 
+from .wandb_offline import read_offline_run
+
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
@@ -95,7 +97,12 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     assert {o for _, o in guided} >= {SAFETY_OPENING}
     assert (tmp_path / "pairs_dataset" / "dataset_info.json").is_file()
     assert_eval_files(tmp_path, episodes=2, probes=4)  # one probe per crisis type
-    assert list(tmp_path.glob("wandb/offline-run-*")), "the W&B run is written offline"
+    (run_dir,) = tmp_path.glob("wandb/offline-run-*")  # one run: the trainer's WandbCallback logs into the script's
+    run = read_offline_run(run_dir)
+    assert {"train/rewards/margins", "train/global_step"} <= run.keys, "TRL's logs reach the same run"
+    assert {"eval/before_mean_reward", "eval/judges/after_failure_rate", "pairs/margin_mean", "pairs/table",
+            "eval/transcripts", "eval/turns"} <= run.keys
+    assert b"hf_not_logged" not in b"".join(p.read_bytes() for p in run_dir.rglob("*") if p.is_file())
 
 
 def test_dpo_script_plays_an_llm_patient_with_its_settings(tmp_path):
