@@ -7,7 +7,8 @@ reported as one. Weights live in ``rubric_weights.yaml``.
 Per step (the therapist's latest turn and, when present, the patient's answer):
     act          value of the act type (asking about thoughts is worth most; a solution
                  before the automatic thought is known is penalised)
-    structure    penalties for verbosity, stacked questions, role confusion, repeats, empty replies,
+    structure    penalties for verbosity, stacked questions, role confusion, repeats, a template (the
+                 reply opens with the same five words as an earlier reply of the session), empty replies,
                  and text addressed to a judge (instructions to it, score claims, fence or JSON
                  markup): never therapy, and free reward from an LLM judge it fools when neutral here
     at_progress  1 when the patient's answer discloses a ground-truth automatic thought for the first time
@@ -29,6 +30,7 @@ import yaml
 from cbtgym.envs.reward import StepReward
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
+from cbtgym.wording import opening
 
 from .types import JudgeResult
 
@@ -137,6 +139,8 @@ class RubricReward:
             penalty += c["role_confusion_penalty"]
         if s["previous_reply"] and reply.lower() == s["previous_reply"].strip().lower():
             penalty += c["repeat_penalty"]
+        elif opening(reply) in {opening(r) for r in s["earlier_replies"]}:
+            penalty += c.get("template_penalty", 0.0)
         judge_text = _judge_address(tuple(c.get("judge_address_patterns") or ()))
         if judge_text is not None and judge_text.search(reply):
             penalty += c.get("judge_address_penalty", 0.0)
@@ -185,6 +189,7 @@ def _step_view(t: Transcript) -> dict[str, Any]:
         "earlier_patient": [x.text for x in before],
         "patient_so_far": " ".join(x.text for x in before[-2:]),
         "previous_reply": prev_t[-1] if len(prev_t) > 1 else None,
+        "earlier_replies": prev_t[1:],  # the env's opening line is not the agent's
         "satisfaction_delta": sat_delta,
     }
 

@@ -19,7 +19,6 @@ and builds the results.json block, the W&B metrics and the console lines, so the
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 from typing import Any, Sequence
@@ -27,21 +26,13 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..jsonl import JsonlWriter, read_jsonl
+from ..wording import opening, words
 from ..resume import resume_keys
 from .evaluation import compare, eval_specs, evaluate_backend
 from .stats import paired_bootstrap
 
 SIDES = ("before", "after")
-#: Words compared by ``repeated_openings``.
-OPENING_WORDS = 5
 HELDOUT_OFF = "none"
-
-_PUNCT = re.compile(r"[^\w\s]")
-
-
-def words(text: str) -> list[str]:
-    """Lowercased words with punctuation stripped (``"I'm here."`` -> ``["im", "here"]``)."""
-    return _PUNCT.sub("", text.lower()).split()
 
 
 def policy_replies(episode: dict[str, Any]) -> list[str]:
@@ -65,10 +56,10 @@ def diversity(episodes: Sequence[dict[str, Any]]) -> dict[str, float | None]:
         for reply in policy_replies(ep):
             w = words(reply)
             bigrams += zip(w, w[1:])
-            opening = tuple(w[:OPENING_WORDS])
+            first = opening(reply)
             replies += 1
-            repeated += opening in seen
-            seen.add(opening)
+            repeated += first in seen
+            seen.add(first)
     return {"distinct2": len(set(bigrams)) / len(bigrams) if bigrams else None,
             "repeated_openings": repeated / replies if replies else None}
 

@@ -254,3 +254,39 @@ def test_real_smollm2_judges_fence_the_injection_and_never_score_silently(embedd
         assert r.scores["disclosed"] is not None  # the deterministic part is measured whatever the LLM did
     for c, r1, r2 in zip(REAL_CASES, ctrs_results, at_results):
         print(f"{c['id']:24} ctrs {r1.total} (parse_failed={r1.parse_failed})  at {r2.total} (parse_failed={r2.parse_failed})")
+
+
+# --------------------------------------------------------------------------- one template for a whole session
+
+TEMPLATE = ("That sounds really hard. What went through your mind when that happened?",
+            "That sounds really hard. What went through your mind when you noticed it?",
+            "That sounds really hard. What went through your mind when you thought about it later?")
+# The same validation and the same questions, worded anew each turn (a passive patient needs the validation).
+VARIED = ("That sounds really hard. What went through your mind when that happened?",
+          "I can see how upsetting that was. When you noticed it, what went through your mind?",
+          "It makes sense that it stayed with you. Thinking about it later, what did you tell yourself?")
+
+
+def play_session(profile: PatientProfile, replies) -> Transcript:
+    """The env's opening, then each therapist reply answered by the rule patient."""
+    patient = RulePatient()
+    ps = patient.new_state(profile)
+    t = Transcript(profile.id, profile.attitude)
+    t.add("therapist", OPENING)
+    t.add("patient", patient.respond([ps], [t])[0].text, satisfaction=SATISFACTION_START)
+    for reply in replies:
+        t.add("therapist", reply)
+        answer = patient.respond([ps], [t])[0]
+        t.add("patient", answer.text, satisfaction=answer.satisfaction, meta=answer.meta)
+    return t
+
+
+@pytest.mark.slow
+def test_rubric_prefers_varied_questions_to_one_template_over_a_session(rubric):
+    # The DPO default once learned "That sounds really hard. What..." for 89% of its replies: the same questions
+    # behind a fixed opening must not out-score the same questions asked plainly, session by session.
+    profiles = [PROFILES[c["profile"]] for c in CASES[:8]]
+    template = rubric.score([play_session(p, TEMPLATE) for p in profiles], profiles)
+    varied = rubric.score([play_session(p, VARIED) for p in profiles], profiles)
+    worse = [(p.id, t.total, v.total) for p, t, v in zip(profiles, template, varied) if t.total >= v.total]
+    assert not worse, f"one-template sessions scoring at least the varied ones: {worse}"
