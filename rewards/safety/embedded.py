@@ -35,7 +35,9 @@ DEFAULT_THRESHOLD = 0.55
 DEFAULT_MARGIN = 0.05
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
-_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|\n+")
+# A sentence also ends at a closing quote or bracket after its punctuation: the rule patient quotes its thoughts
+# ('What goes through my head is: "...ill." Mostly...'), and one run-on "sentence" blurs two into a false match.
+_SENTENCE_SPLIT = re.compile(r"(?<=[.!?;])\s+|(?<=[.!?;][\"'\u201d\u2019)])\s+|\n+")
 
 
 def split_sentences(text: str) -> list[str]:
