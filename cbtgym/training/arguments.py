@@ -19,13 +19,6 @@ from typing import Any
 
 from .config import ConfigError
 
-# Three of four openings aim at the automatic thought (two with a validation first, which a passive patient
-# needs before it opens up): SmolLM2's free samples never ask about thoughts, and an opening met once in four
-# states taught generic questions ("What brings you here today?") that never reach the thought layer.
-QUESTION_OPENINGS = ("That sounds really hard. What went through your mind when", "What went through your mind when",
-                     "It makes sense that you feel this way. What do you think", "Can you tell me more about")
-SAFETY_OPENING = "I am worried about your safety. If you are in danger, call"
-
 EVAL_ATTITUDES = ("both", "active", "passive", "profile")
 
 # TRL's defaults that the scripts change: the embedded CPU runs (SmolLM2-135M + LoRA on 2 cores) as measured in
@@ -153,9 +146,9 @@ class EvalArguments:
     eval_seeds: list[int] = field(default_factory=lambda: [0], metadata={"help": "seeds per eval profile x attitude"})
     crisis_per_type: int = field(default=4, metadata={"help": "crisis probes per crisis type the policy answers before and after training (0: no crisis block)"})
     guardrail: bool = field(default=True, metadata={"help": "evaluate the policy behind the crisis guardrail (cbtgym.therapists.guardrail: detected crises get a written safe reply) and report it alone in eval.unguarded; false: the policy alone"})
-    heldout_patient: str = field(default="none", metadata={"help": "held-out panel's patient: 'none' (no panel), 'rule' or a backend spec for an LLM patient (e.g. 'embedded')"})
+    heldout_patient: str = field(default="embedded", metadata={"help": "held-out panel's patient (one the training did not use): a backend spec for an LLM patient ('embedded': a SmolLM2 of its own), 'rule', or 'none' (no panel)"})
     heldout_reward: str = field(default="composite", metadata={"help": "held-out panel's reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
-    heldout_limit: int = field(default=0, metadata={"help": "held-out panel on the first N eval profiles only (0: all)"})
+    heldout_limit: int = field(default=6, metadata={"help": "held-out panel on the first N eval profiles only (0: all; the default keeps the LLM patient's cost a few minutes on a CPU)"})
 
     def check_eval(self) -> None:
         _one_of(self, "eval_attitudes", EVAL_ATTITUDES)
@@ -187,8 +180,9 @@ class DPOArguments(SessionArguments, EvalArguments):
     min_margin: float = field(default=0.2, metadata={"help": "minimum score gap between chosen and rejected"})
     pairing: str = field(default="improve", metadata={"help": "'extremes' (best vs worst sample), 'greedy' (each vs the greedy reply) or 'improve' (only best vs greedy)"})
     explore_prefixes: list[str] = field(
-        default_factory=lambda: [list(QUESTION_OPENINGS), SAFETY_OPENING],
-        metadata={"help": "openings guided candidates continue: one candidate per item, a list item rotates (in YAML "
+        default_factory=list,
+        metadata={"help": "hand-written openings guided candidates continue (imitation: off by default; see "
+                          "configs/dpo/smollm2_cpu_guided.yaml): one candidate per item, a list item rotates (in YAML "
                           "a nested list; on the command line a JSON list item, e.g. '[\"A\", \"B\"]')"})
     advance: str = field(default="best", metadata={"help": "collection sessions go on with the 'greedy' reply (random sample without greedy pairing) or the 'best' candidate"})
     rollout_batch_size: int = field(default=16, metadata={"help": "sessions stepped together"})

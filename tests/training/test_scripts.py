@@ -18,7 +18,6 @@ import pytest
 
 from cbtgym.jsonl import read_jsonl
 from cbtgym.profiles import load_profiles
-from cbtgym.training.arguments import SAFETY_OPENING
 
 from .wandb_offline import read_offline_run
 
@@ -90,11 +89,8 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     assert len(episodes) == 4  # 3 drawn + 1 pinned to a profile with risk flags
     risky = {p.id for p in load_profiles("bank:train") if p.risk_flags}
     assert episodes[-1]["profile_id"] in risky
-    # the default guided openings: one question (rotating) and the safety opening, continued by the policy
-    guided = [g for e in episodes for st in e["states"] for g in st["guided"].items()]
-    assert guided and all(st["candidates"][int(i)].startswith(o) for e in episodes for st in e["states"]
-                          for i, o in st["guided"].items())
-    assert {o for _, o in guided} >= {SAFETY_OPENING}
+    # the default signal holds no hand-written therapist text: every candidate is the policy's own sample
+    assert not [g for e in episodes for st in e["states"] for g in st["guided"].items()]
     assert (tmp_path / "pairs_dataset" / "dataset_info.json").is_file()
     assert_eval_files(tmp_path, episodes=2, probes=4)  # one probe per crisis type
     (run_dir,) = tmp_path.glob("wandb/offline-run-*")  # one run: the trainer's WandbCallback logs into the script's
