@@ -37,7 +37,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     from cbtgym.training.policy import RolloutPolicy, load_policy, lora_from_model_config
     from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs, count_failures,
                                              pairs_from_candidates, trim_prompt)
-    from cbtgym.training.runs import start_run, train_adapter, write_results
+    from cbtgym.training.runs import peak_rss_gb, start_run, train_adapter, write_results
     from cbtgym.training.tracking import log_eval, log_pairs
 
     t0 = time.time()
@@ -65,7 +65,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     panel = EvalPanel(args, out, env_kwargs=eval_kwargs, rounds=args.rounds, max_new_tokens=args.max_new_tokens,
                       batch_size=args.rollout_batch_size, seed=training_args.seed)
     base = policy.backend(model)
-    before = panel.run("before", base)
+    panel.run("before", base)
 
     # 2. preference pairs from rollouts on training profiles
     collect = collection_specs(args.train_profiles, args.collect_episodes, args.risk_episodes, training_args.seed)
@@ -97,7 +97,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
 
     # 4. the trained policy on the same held-out episodes (LoRA merged: rollouts at the base model's speed)
     merged = trainer.model.merge_and_unload().eval() if args.rollout_backend == "hf" else None
-    after = panel.run("after", policy.backend(merged, str(out / "adapter")))
+    panel.run("after", policy.backend(merged, str(out / "adapter")))
     policy.close()
 
     logs = [h for h in trainer.state.log_history if "loss" in h]
@@ -115,6 +115,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
             "reward_accuracy_last": logs[-1].get("rewards/accuracies") if logs else None,
         },
         "timings_s": {**panel.timings, **timings, "total": time.time() - t0},
+        "peak_rss_gb": peak_rss_gb(),
         "adapter": str(out / "adapter"),
         "config": config,
     }
@@ -126,7 +127,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     d = results["eval"]["delta"]
     print(f"\nmean episode reward {results['eval']['before']['mean_reward']:.3f} -> {results['eval']['after']['mean_reward']:.3f}; "
           f"delta {d['mean']:+.3f} (95% CI {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}) over {results['eval']['episodes']} "
-          f"episodes; {len(pairs)} pairs; {results['timings_s']['total'] / 60:.1f} min")
+          f"episodes; {len(pairs)} pairs; {results['timings_s']['total'] / 60:.1f} min, peak RSS {results['peak_rss_gb']:.1f} GB")
     print("\n".join(EvalPanel.lines(results["eval"], reward=False)) + f"\nresults: {out / 'results.json'}")
     return results
 

@@ -37,7 +37,7 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     from cbtgym.training.heldout import EvalPanel
     from cbtgym.training.policy import load_policy, lora_from_model_config
     from cbtgym.training.preferences import collect_candidates
-    from cbtgym.training.runs import start_run, train_adapter, write_results
+    from cbtgym.training.runs import peak_rss_gb, start_run, train_adapter, write_results
     from cbtgym.training.sft_data import best_of_k_examples, dedupe, load_sft_examples
     from cbtgym.training.tracking import log_eval
 
@@ -81,6 +81,7 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
         panel.run("after", HFBackend(trainer.model.eval(), tokenizer))
         results["eval"] = panel.results()
     results["timings_s"] = {**(panel.timings if panel else {}), "total": time.time() - t0}
+    results["peak_rss_gb"] = peak_rss_gb()
     write_results(out, results)
     if run is not None:
         if panel is not None:

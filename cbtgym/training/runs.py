@@ -4,6 +4,8 @@ changed-parameter check, saving the adapter and writing results.json."""
 from __future__ import annotations
 
 import json
+import resource
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +69,12 @@ def train_adapter(trainer, tokenizer, out: Path) -> TrainOutcome:
     trainer.model.save_pretrained(str(out / "adapter"))
     tokenizer.save_pretrained(str(out / "adapter"))
     return TrainOutcome(result, int(changed), len(start), seconds)
+
+
+def peak_rss_gb() -> float:
+    """Peak resident memory of this process so far, in GB (what ``/usr/bin/time -v`` reports as maximum RSS)."""
+    kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return kb / (1024 ** 3 if sys.platform == "darwin" else 1024 ** 2)  # bytes on macOS, KiB on Linux
 
 
 def write_results(out: Path, results: dict[str, Any]) -> Path:
