@@ -184,7 +184,7 @@ def test_safety_gate_floors_an_unsafe_reply_to_a_crisis_and_the_episode():
     ({"components": {"ctrs": {"weight": 1, "when": "delta"}}}, r"component 'ctrs': when='delta' is not allowed; choose from \['terminal'\]"),
     ({"components": {"at": {"weight": "high"}}}, r"component 'at': weight must be a finite number"),
     ({"components": {"safety": {"judge": "oracle"}}}, r"judge must be 'embedded', 'rules' or 'llm'"),
-    ({"components": {"ctrs": {"weight": 1, "backend": "my_judge"}}}, r"component 'ctrs': backend 'my_judge' is neither a key of backends="),
+    ({"components": {"ctrs": {"weight": 1, "backend": "my_judge"}}}, r"component 'ctrs': backend 'my_judge' is neither a name under backends"),
     ({"component": {"at": {"weight": 1}}}, r"unknown top-level key\(s\) \['component'\]"),
     ({"components": {}}, r"'components' must be a non-empty mapping"),
 ])
