@@ -458,6 +458,8 @@ class _BackendResolver:
             try:
                 self._built[key] = make_backend(self.named.get(key, key))
             except ValueError as e:
+                if key in self.named:
+                    raise ValueError(f"backend {key!r}: {e}") from None
                 have = sorted(self.named) or (["<one Backend>"] if self.single else [])
                 raise ValueError(
                     f"backend {key!r} is neither a name under backends (the config's or from_config(backends=...); "

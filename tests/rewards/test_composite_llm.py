@@ -118,6 +118,7 @@ def test_the_judge_spec_after_at_sets_the_judge_backend_and_is_checked_without_l
     assert by_name["ctrs"].backend.name == "scripted"
 
 
+@pytest.mark.slow  # the embedded rubric (MiniLM) is part of the composite
 def test_episode_reward_is_the_weighted_sum_of_the_judges_verdicts():
     reward = CompositeReward.from_config(LLM_CONFIG, backends={"judge": judge_replies()})
     (last,) = reward([session()], [profile()], [True])
@@ -146,6 +147,7 @@ def test_episode_reward_is_the_weighted_sum_of_the_judges_verdicts():
     assert r.components["episode_reward"] == pytest.approx(ctrs + 0.5 * 0.70)
 
 
+@pytest.mark.slow  # the embedded rubric (MiniLM) is part of the composite
 def test_an_unparseable_rating_leaves_the_reward_unscored_and_counted_never_zero():
     garbled = judge_replies(ctrs_scores=lambda s: None if "review" in s else ITEM_SCORES)
     reward = CompositeReward.from_config(LLM_CONFIG, backends={"judge": garbled})
@@ -160,30 +162,27 @@ def test_an_unparseable_rating_leaves_the_reward_unscored_and_counted_never_zero
 
 
 @pytest.mark.slow
-def test_with_the_embedded_smollm2_the_composite_runs_two_sessions_to_the_end(embedded_hf):
+def test_with_the_embedded_smollm2_the_composite_scores_a_short_session_to_the_end(embedded_hf):
     config = copy.deepcopy(load_yaml(LLM_CONFIG))
-    for name in ("ctrs", "at", "safety"):  # the shipped judges, with short answers so the test stays short
-        config["components"][name].update(sampling={"max_new_tokens": 24}, max_attempts=1)
+    # the shipped judges with short answers and two CTRS items, so that a CPU scores a session in seconds
+    for name in ("ctrs", "at", "safety"):
+        config["components"][name].update(sampling={"max_new_tokens": 16}, max_attempts=1)
+    config["components"]["ctrs"]["items"] = ["agenda", "understanding"]
     config["components"]["at"]["match_max_new_tokens"] = 16
     reward = CompositeReward.from_config(config, backends={"judge": embedded_hf})
-    batch = SessionBatch(profiles(), RulePatient(), reward, max_rounds=2)
-    batch.reset([EpisodeSpec(seed=0), EpisodeSpec(seed=1)])
+    batch = SessionBatch(profiles()[:1], RulePatient(), reward, max_rounds=1)
+    batch.reset([EpisodeSpec(seed=0)])
     calls = embedded_hf.stats.calls
-    steps = [batch.step(["What went through your mind when that happened?"] * 2),
-             batch.step(["What does that thought say about you?"] * 2)]
-    assert all(s.done for s in batch.sessions)
+    (result,) = batch.step(["What went through your mind when that happened?"])
+    assert batch.sessions[0].done
     assert embedded_hf.stats.calls > calls  # the judges ran on the real model
-    for result in [r for step in steps for r in step]:
-        assert math.isfinite(result.reward.value)
-    for result in steps[-1]:
-        comps, info = result.reward.components, result.reward.info
-        failed = sum(bool(d.get("parse_failed")) for d in info["details"].values())
-        assert comps["judge_failures"] == failed
-        for name in ("ctrs", "at"):
-            value = comps[name]
-            # a score on the 0-1 scale, or left out with the reason recorded
-            assert (value is not None and 0.0 <= value <= 1.0) or name in info["composite"]["excluded"]
-        assert math.isfinite(comps["episode_reward"])
+    comps, info = result.reward.components, result.reward.info
+    assert math.isfinite(result.reward.value) and math.isfinite(comps["episode_reward"])
+    failed = sum(bool(d.get("parse_failed")) for d in info["details"].values())
+    assert comps["judge_failures"] == failed
+    for name in ("ctrs", "at"):
+        # a score on the 0-1 scale, or left out with the reason recorded
+        assert (comps[name] is not None and 0.0 <= comps[name] <= 1.0) or name in info["composite"]["excluded"]
 
 
 # -- DPO candidate scoring under 'episode' ------------------------------------------------------------------
@@ -219,3 +218,28 @@ def test_episode_scoring_of_candidates_follows_the_llm_judges_and_leaves_failure
         # a rating that cannot be parsed leaves that candidate unscored (null), never 0, and the state counts it
         assert c["scores"][2] is None and c["failed"] == 1
         assert c["scores"][:2] == pytest.approx(b["scores"][:2])
+
+
+# -- the 8B configs ------------------------------------------------------------------------------------------
+
+
+def test_the_8b_dpo_config_trains_on_the_llm_judges_with_episode_scoring_and_a_bad_judge_names_the_field():
+    from pathlib import Path
+
+    from trl import DPOConfig, ModelConfig
+
+    from cbtgym.training.arguments import DPO_DEFAULTS, DPOArguments
+    from cbtgym.training.config import ConfigError, parse_args
+
+    config = Path(__file__).resolve().parents[2] / "configs" / "dpo" / "llama31_8b_qlora.yaml"
+    argv = ["--config", str(config), "--bf16", "false"]  # TrainingArguments refuses bf16 without a GPU
+    args, training, model = parse_args((DPOArguments, DPOConfig, ModelConfig), argv, DPO_DEFAULTS)
+    args.check(training, model)
+    assert args.scoring == "episode"
+    spec = CompositeSpec.parse(args.reward)
+    assert spec.config == LLM_CONFIG and spec.judge.startswith("openai:http://127.0.0.1:8000/v1#")
+    for bad, message in [("composite:llm@llama-70b", "the judge after '@' must be a backend spec"),
+                         ("composite:llm.yaml", "not found")]:
+        args, training, model = parse_args((DPOArguments, DPOConfig, ModelConfig), [*argv, "--reward", bad], DPO_DEFAULTS)
+        with pytest.raises(ConfigError, match=f"^reward: .*{message}"):
+            args.check(training, model)
