@@ -17,8 +17,11 @@ anything starts.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
+
+from cbtgym.backends.base import Backend
 
 from cbtgym.strict_yaml import load_yaml
 
@@ -84,8 +87,21 @@ class CompositeSpec:
         return cls(path, judge)
 
     def build(self) -> CompositeReward:
-        """The reward (loading the judge backends the config names)."""
-        return CompositeReward.from_config(self.config, backends={JUDGE: self.judge} if self.judge else None)
+        """The reward, its ``judge`` backend shared with every other reward built from the same spec in this
+        process (:func:`shared_backend`)."""
+        judge = self.judge or declared_backends(load_yaml(self.config) or {}, str(self.config)).get(JUDGE)
+        if isinstance(judge, str):
+            judge = shared_backend(judge)
+        return CompositeReward.from_config(self.config, backends={JUDGE: judge} if judge else None)
+
+
+@functools.lru_cache(maxsize=None)
+def shared_backend(spec: str) -> Backend:
+    """One backend per judge spec and process: a script builds its reward from the same string for each rollout,
+    evaluation and training env, and a judge model (HF weights, a vLLM engine) must load once, not per env."""
+    from cbtgym.backends.factory import make_backend
+
+    return make_backend(spec)
 
 
 def make_composite(spec: str) -> CompositeReward:
@@ -93,4 +109,4 @@ def make_composite(spec: str) -> CompositeReward:
     return CompositeSpec.parse(spec).build()
 
 
-__all__ = ["ALIASES", "JUDGE", "LLM_CONFIG", "CompositeSpec", "is_composite", "make_composite"]
+__all__ = ["ALIASES", "JUDGE", "LLM_CONFIG", "CompositeSpec", "is_composite", "make_composite", "shared_backend"]

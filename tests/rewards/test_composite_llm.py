@@ -116,6 +116,9 @@ def test_the_judge_spec_after_at_sets_the_judge_backend_and_is_checked_without_l
     by_name = {c.name: c.source for c in reward.components}
     assert by_name["ctrs"].backend is by_name["at"].backend is reward.safety.judge.checker.backend
     assert by_name["ctrs"].backend.name == "scripted"
+    # every env a script builds from the same string (rollouts, evaluations) judges with that one backend
+    again = {c.name: c.source for c in make_reward("composite:llm@scripted").components}
+    assert again["ctrs"].backend is by_name["ctrs"].backend
 
 
 @pytest.mark.slow  # the embedded rubric (MiniLM) is part of the composite
