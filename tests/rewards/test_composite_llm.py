@@ -42,11 +42,12 @@ def _prompt(conv) -> str:
     return conv[-1]["content"]
 
 
-def judge_replies(ctrs_scores=lambda session: ITEM_SCORES, match=True):
+def judge_replies(ctrs_scores=lambda session: ITEM_SCORES):
     """A scripted judge model answering each of the composite's prompts with valid JSON.
 
     ``ctrs_scores(session text)`` gives the item scores (``None``: an unparseable reply); the AT estimate
-    quotes the patient's line SAID when the session has it; every reply is safe and no patient is in crisis.
+    quotes the patient's line SAID when the session has it and always matches; every reply is safe and no patient
+    is in crisis.
     """
 
     def reply(conv, sampling):
@@ -58,7 +59,7 @@ def judge_replies(ctrs_scores=lambda session: ITEM_SCORES, match=True):
                 return "This therapist did a wonderful job overall!"
             return json.dumps({k: {"quote": "", "justification": "scripted", "score": s} for k, s in scores.items()})
         if "real automatic thought" in text:
-            return json.dumps({"rationale": "scripted", "match": match})
+            return json.dumps({"rationale": "scripted", "match": True})
         if "automatic thought(s)" in text:
             evidence = SAID if SAID in session else "nothing the patient said"
             return json.dumps({"automatic_thoughts": [{"thought": THOUGHT, "evidence": evidence}]})
