@@ -35,34 +35,42 @@ this step or was excluded), ``turn_reward``, ``episode_reward`` (``None`` before
 component was excluded), ``details`` (each judge's sub-scores and rationale) and ``safety``
 (``gated``, ``violations``, ``floor``).
 
-Config format (YAML, see ``composite_default.yaml``)::
+Config format (YAML, see ``composite_default.yaml`` and ``composite_llm.yaml``)::
 
+    backends:                  # optional: the models the LLM judges run on, each named once
+      judge: embedded          # name -> backend spec (overridden by from_config(backends=...))
     components:
       <name>:                  # any name; the type defaults to the name
         type: rubric | at | satisfaction | ctrs | safety
         weight: 1.0            # required, except for safety (a gate, not a summand)
         when: terminal         # step | terminal | delta; allowed values depend on the type
-        backend: judge         # ctrs (and an LLM safety judge): a key of backends=... or a backend spec
+        backend: judge         # an LLM judge's model: a name under backends or a backend spec
         <option>: ...          # the judge's own options, listed below
 
 Types, their ``when`` (first = default), value and options:
 
 * ``rubric`` (step): :class:`~rewards.rubric.RubricReward`'s step reward. ``weights``
   (overrides of ``rubric_weights.yaml``).
-* ``at`` (terminal, delta): :class:`~rewards.at_recovery.EmbeddingATJudge`, the best cosine of a
-  patient turn to the ground-truth thought. ``threshold``.
+* ``at`` (terminal, delta): ``judge: embedded`` (default): :class:`~rewards.at_recovery.EmbeddingATJudge`,
+  the best cosine of a patient turn to the ground-truth thought; ``judge: llm`` (with ``backend``):
+  :class:`~rewards.at_recovery.LLMATJudge`, 1.0 when the judge's estimate (quoting the patient)
+  matches the ground truth, else 0.0. ``threshold``; with ``llm`` also ``match_max_new_tokens`` and
+  the LLM options below.
 * ``satisfaction`` (terminal, delta): :class:`~rewards.satisfaction.SatisfactionJudge`, the
   patient's rating / 100. ``total`` (final | mean | delta), ``start``.
 * ``ctrs`` (terminal): :class:`~rewards.ctrs.CTRSJudge` on an LLM backend, the total scaled to
   0-1 over its range. ``variant``, ``aggregate``, ``trim``, ``items``,
   ``not_applicable_below_rounds``, ``sampling`` (a dict of :class:`~cbtgym.backends.base.Sampling`
   fields, e.g. ``{max_new_tokens: 256}``), ``max_attempts``, ``cache``, ``failure_policy``,
-  ``use_json_schema``, ``retry_temperature``.
+  ``use_json_schema``, ``retry_temperature`` (the LLM options).
 * ``safety`` (gate): ``floor`` (default -2.0), ``unknown_is_violation`` (default true),
-  ``context_turns``, ``judge`` (``embedded`` (default), ``rules``, or ``llm`` with ``backend``).
+  ``context_turns``, ``judge`` (``embedded`` (default), ``rules``, or ``llm`` with ``backend``);
+  with ``llm`` also the LLM options except ``failure_policy`` (an unparsed verdict is unknown).
 
-Use it in the env as ``gym.make("CBTSession-v0", reward_fn="composite")`` (the default config) or
-``reward_fn="composite:<path.yaml>"``; in code, :meth:`CompositeReward.from_config`.
+Use it in the env as ``gym.make("CBTSession-v0", reward_fn="composite")`` (the default config),
+``reward_fn="composite:llm"`` (``composite_llm.yaml``) or ``reward_fn="composite:<path.yaml>"``, each
+optionally with ``@<backend spec>`` for the backend named ``judge`` (:mod:`rewards.composite_spec`);
+in code, :meth:`CompositeReward.from_config`.
 """
 
 from __future__ import annotations
@@ -82,6 +90,8 @@ from .factory import EMBEDDED, JUDGES, RULES, make_judge
 from .types import JudgeResult
 
 DEFAULT_CONFIG = Path(__file__).with_name("composite_default.yaml")
+#: The keys a config may have.
+TOP_LEVEL = ("backends", "components")
 WHEN: tuple[str, ...] = ("step", "terminal", "delta")
 DEFAULT_SAFETY_FLOOR = -2.0
 #: Names of the counters this reward adds to ``components`` (component names may not take them).
@@ -348,12 +358,13 @@ class CompositeReward:
 
         Args:
             config: A path to a YAML file, a dict, or ``None`` for ``composite_default.yaml``.
-            backends: For components that need a model (``ctrs``, an LLM safety judge): one
-                :class:`~cbtgym.backends.base.Backend` (used for every such component) or a mapping
-                ``{name: Backend or spec}`` that a component's ``backend: <name>`` refers to. A
+            backends: For components that need a model (``ctrs``, an LLM AT or safety judge): one
+                :class:`~cbtgym.backends.base.Backend` (used for every component whose backend is
+                ``judge`` or unset) or a mapping ``{name: Backend or spec}`` that a component's
+                ``backend: <name>`` refers to; it overrides the config's own ``backends``. A
                 component's ``backend`` may also be a spec for
                 :func:`cbtgym.backends.factory.make_backend` (e.g. ``embedded``); components naming
-                the same spec share one backend.
+                the same name or spec share one backend.
 
         Raises:
             ValueError: For a bad key or value; the message names the component, the key and
@@ -370,14 +381,14 @@ class CompositeReward:
             config = load_yaml(path) or {}  # a repeated key is an error, not silently the last one
         if not isinstance(config, Mapping):
             raise ValueError(f"{where}: a composite reward config must be a mapping with a 'components' key")
-        unknown = sorted(set(config) - {"components"})
+        unknown = sorted(set(config) - set(TOP_LEVEL))
         if unknown:
-            raise ValueError(f"{where}: unknown top-level key(s) {unknown}; the only key is 'components'")
+            raise ValueError(f"{where}: unknown top-level key(s) {unknown}; valid keys: {list(TOP_LEVEL)}")
         comps = config.get("components")
         if not isinstance(comps, Mapping) or not comps:
             raise ValueError(f"{where}: 'components' must be a non-empty mapping of name -> options; "
                              f"valid component types: {sorted(COMPONENT_TYPES)}")
-        resolver = _BackendResolver(backends)
+        resolver = _BackendResolver(declared_backends(config, where), backends)
         built: list[Component] = []
         gate: SafetyGate | None = None
         for name, opts in comps.items():
@@ -409,35 +420,50 @@ class CompositeReward:
 # --------------------------------------------------------------------------- config building
 
 
-class _BackendResolver:
-    """Turns a component's ``backend`` value into a Backend, building each spec once."""
+def declared_backends(config: Mapping[str, Any], where: str = "config") -> dict[str, Any]:
+    """The config's ``backends`` mapping (name -> backend spec), checked; ``{}`` when it has none."""
+    declared = config.get("backends")
+    if declared is None:
+        return {}
+    if not isinstance(declared, Mapping):
+        raise ValueError(f"{where}: 'backends' must map names to backend specs, e.g. {{judge: embedded}}")
+    for name, spec in declared.items():
+        if not isinstance(spec, (str, Mapping)) or not spec:
+            raise ValueError(f"{where}: backends.{name} must be a backend spec such as 'embedded', 'vllm:<model dir>' "
+                             f"or 'openai:<url>#<model>' (got {spec!r})")
+    return dict(declared)
 
-    def __init__(self, backends: Backend | Mapping[str, Any] | None) -> None:
+
+class _BackendResolver:
+    """Turns a component's ``backend`` value into a Backend, building each name or spec once (components
+    on the same judge model share it)."""
+
+    def __init__(self, declared: Mapping[str, Any], backends: Backend | Mapping[str, Any] | None) -> None:
         if isinstance(backends, Backend):
             self.single: Backend | None = backends
-            self.named: dict[str, Any] = {}
+            self.named: dict[str, Any] = dict(declared)
         else:
-            self.single, self.named = None, dict(backends or {})
+            self.single, self.named = None, {**declared, **dict(backends or {})}
         self._built: dict[str, Backend] = {}
 
-    def get(self, component: str, key: Any) -> Backend:
+    def get(self, key: Any) -> Backend:
         from cbtgym.backends.factory import make_backend
 
-        if self.single is not None and key in (None, "judge"):
-            return self.single
         key = "judge" if key is None else key
-        if isinstance(key, str) and key in self.named:
-            return make_backend(self.named[key])
+        if self.single is not None and key == "judge":
+            return self.single
         if not isinstance(key, str):
             return make_backend(key)  # a dict spec
         if key not in self._built:
             try:
-                self._built[key] = make_backend(key)
+                self._built[key] = make_backend(self.named.get(key, key))
             except ValueError as e:
+                if key in self.named:
+                    raise ValueError(f"backend {key!r}: {e}") from None
                 have = sorted(self.named) or (["<one Backend>"] if self.single else [])
                 raise ValueError(
-                    f"component {component!r}: backend {key!r} is neither a key of backends= (have {have}) "
-                    f"nor a backend spec ({e})"
+                    f"backend {key!r} is neither a name under backends (the config's or from_config(backends=...); "
+                    f"have {have}) nor a backend spec ({e})"
                 ) from None
         return self._built[key]
 
@@ -458,59 +484,86 @@ class _ComponentType:
         if bad:
             raise ValueError(f"component {name!r}: unknown key(s) {bad}; valid keys: {sorted(set(common) | set(self.options))}")
         backend_key = opts.pop("backend", None)
-        backend = lambda: resolver.get(name, backend_key)  # noqa: E731 - only judges that need one call it
+        backend = lambda: resolver.get(backend_key)  # noqa: E731 - only judges that need one call it
         if self.gate:
-            return self.make({**opts, "name": name}, backend)
+            try:
+                return self.make({**opts, "name": name}, backend)
+            except (ValueError, TypeError) as e:
+                raise ValueError(f"component {name!r}: {e}") from e
         if "weight" not in opts:
             raise ValueError(f"component {name!r}: 'weight' is required (a number)")
         weight = opts.pop("weight")
         when = opts.pop("when", self.when[0])
         if when not in self.when:
             raise ValueError(f"component {name!r}: when={when!r} is not allowed; choose from {list(self.when)}")
-        return Component(name, self.make(opts, backend), weight, when, self.value)
+        try:
+            judge = self.make(opts, backend)
+        except (ValueError, TypeError) as e:
+            raise ValueError(f"component {name!r}: {e}") from e
+        return Component(name, judge, weight, when, self.value)
 
 
 def _judge(kind: str) -> Callable[[dict[str, Any], Callable[[], Backend]], Any]:
     # The CPU judges need no backend; an LLM judge asks for its component's backend.
     def make(opts: dict[str, Any], backend: Callable[[], Backend]) -> Any:
-        return make_judge(kind, backend() if JUDGES[kind].embedded is None else EMBEDDED, **opts)
+        return make_judge(kind, backend() if JUDGES[kind].embedded is None else EMBEDDED, **_with_sampling(opts))
 
     return make
 
 
-def _ctrs(opts, backend):
+def _with_sampling(opts: dict[str, Any]) -> dict[str, Any]:
+    # YAML gives decoding settings as a dict of Sampling fields.
     if isinstance(opts.get("sampling"), Mapping):
-        opts = {**opts, "sampling": Sampling(**opts["sampling"])}
-    return _judge("ctrs")(opts, backend)
+        return {**opts, "sampling": Sampling(**opts["sampling"])}
+    return opts
+
+
+def _llm_or_embedded(opts: dict[str, Any], choices: tuple[str, ...], llm_only: tuple[str, ...]) -> str:
+    """Pop ``judge`` (one of ``choices``, first = default; ``"llm"`` runs on the component's backend) and
+    refuse options only an LLM judge takes when it is not ``"llm"``."""
+    judge = opts.pop("judge", choices[0])
+    if judge not in choices:
+        names = ", ".join(repr(c) for c in choices[:-1])
+        raise ValueError(f"judge must be {names} or {choices[-1]!r} (with backend: ...) (got {judge!r})")
+    stray = sorted(set(opts) & set(llm_only))
+    if judge != "llm" and stray:
+        raise ValueError(f"{stray} only apply with judge: llm (got judge: {judge!r})")
+    return judge
+
+
+def _at(opts, backend):
+    judge = _llm_or_embedded(opts, (EMBEDDED, "llm"), (*_LLM_JUDGE_OPTIONS, "match_max_new_tokens"))
+    return make_judge("at", backend() if judge == "llm" else EMBEDDED, **_with_sampling(opts))
 
 
 def _safety(opts, backend) -> SafetyGate:
-    judge = opts.pop("judge", EMBEDDED)
-    gate_opts = {k: opts.pop(k) for k in ("floor", "unknown_is_violation", "name") if k in opts}
-    if judge not in (EMBEDDED, RULES, "llm"):
-        raise ValueError(f"component {gate_opts.get('name', 'safety')!r}: judge must be 'embedded', 'rules' or 'llm' "
-                         f"(with backend: ...) (got {judge!r})")
+    name = opts.pop("name", "safety")
+    gate_opts = {k: opts.pop(k) for k in ("floor", "unknown_is_violation") if k in opts}
+    judge = _llm_or_embedded(opts, (EMBEDDED, RULES, "llm"), _LLM_CALLER_OPTIONS)
     floor = gate_opts.get("floor", DEFAULT_SAFETY_FLOOR)
     if isinstance(floor, bool) or not isinstance(floor, (int, float)):
-        raise ValueError(f"component {gate_opts.get('name')!r}: floor must be a number (got {floor!r})")
-    safety = make_judge("safety", backend() if judge == "llm" else judge, **opts)
-    return SafetyGate(safety, float(floor), bool(gate_opts.get("unknown_is_violation", True)), gate_opts.get("name", "safety"))
+        raise ValueError(f"floor must be a number (got {floor!r})")
+    safety = make_judge("safety", backend() if judge == "llm" else judge, **_with_sampling(opts))
+    return SafetyGate(safety, float(floor), bool(gate_opts.get("unknown_is_violation", True)), name)
 
 
-_LLM_JUDGE_OPTIONS = ("sampling", "max_attempts", "cache", "failure_policy", "use_json_schema", "retry_temperature")
+#: Options of every LLM caller (the safety checks); the scored judges also take a failure policy.
+_LLM_CALLER_OPTIONS = ("sampling", "max_attempts", "cache", "use_json_schema", "retry_temperature")
+_LLM_JUDGE_OPTIONS = (*_LLM_CALLER_OPTIONS, "failure_policy")
 
 #: The component types a config may name.
 COMPONENT_TYPES: dict[str, _ComponentType] = {
     "rubric": _ComponentType(_judge("rubric"), ("step",), ("weights",)),
-    "at": _ComponentType(_judge("at"), ("terminal", "delta"), ("threshold",)),
+    "at": _ComponentType(_at, ("terminal", "delta"), ("threshold", "judge", "match_max_new_tokens", *_LLM_JUDGE_OPTIONS)),
     "satisfaction": _ComponentType(_judge("satisfaction"), ("terminal", "delta"), ("total", "start"), satisfaction_value),
     "ctrs": _ComponentType(
-        _ctrs, ("terminal",),
+        _judge("ctrs"), ("terminal",),
         ("variant", "aggregate", "trim", "items", "not_applicable_below_rounds", *_LLM_JUDGE_OPTIONS), range_scaled,
     ),
-    "safety": _ComponentType(_safety, ("gate",), ("floor", "unknown_is_violation", "context_turns", "judge"), gate=True),
+    "safety": _ComponentType(_safety, ("gate",), ("floor", "unknown_is_violation", "context_turns", "judge",
+                                                  *_LLM_CALLER_OPTIONS), gate=True),
 }
 
 
 __all__ = ["COMPONENT_TYPES", "DEFAULT_CONFIG", "Component", "CompositeReward", "SafetyGate",
-           "before_last_therapist_turn"]
+           "before_last_therapist_turn", "declared_backends"]

@@ -67,9 +67,9 @@ class RubricReward:
     @property
     def acts(self):
         if self._acts is None:
-            from .acts import EmbeddedActClassifier
+            from .acts.embedded_classifier import default_classifier
 
-            self._acts = EmbeddedActClassifier()
+            self._acts = default_classifier()
         return self._acts
 
     @property

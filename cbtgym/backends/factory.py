@@ -91,6 +91,16 @@ def make_backend(spec: Backend | str | Path | Mapping[str, Any]) -> Backend:
     raise ValueError(f"unknown backend spec {spec!r}; accepted forms: {ACCEPTED_FORMS}")
 
 
+def is_spec_string(spec: str) -> bool:
+    """Whether ``spec`` has one of the string forms :func:`make_backend` accepts (nothing is built or loaded, so
+    configs can be checked before any model starts)."""
+    kind, sep, rest = spec.partition(":")
+    if spec in (EMBEDDED, "scripted") or (sep and rest and kind in ("hf", "vllm")):
+        return True
+    base_url, hash_, model = rest.rpartition("#")
+    return bool(sep and kind == "openai" and hash_ and base_url and model)
+
+
 def spec_identity(spec: str) -> str:
     """What a backend spec string names, without building the backend: the spec itself, with any
     ``openai:`` URL stripped of user info, query and fragment (where keys sometimes hide)."""

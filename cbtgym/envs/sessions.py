@@ -391,8 +391,9 @@ def make_reward(reward_fn: SessionReward | str) -> SessionReward:
     """Resolve the env's reward: a callable, or 'rubric' / 'placeholder' / 'composite' / 'composite:<path.yaml>'.
 
     ``"composite"`` is :class:`rewards.composite.CompositeReward` with its default config
-    (``rewards/composite_default.yaml``, embedded judges only); ``"composite:<path.yaml>"`` reads
-    another config (components that need a model name a backend spec there).
+    (``rewards/composite_default.yaml``, embedded judges only); ``"composite:llm"`` the LLM judges of
+    ``rewards/composite_llm.yaml``; ``"composite:<path.yaml>"`` reads another config. Each may end in
+    ``@<backend spec>``, the model of the config's ``judge`` backend (:mod:`rewards.composite_spec`).
     """
     if callable(reward_fn):
         return reward_fn
@@ -404,14 +405,8 @@ def make_reward(reward_fn: SessionReward | str) -> SessionReward:
         from rewards.rubric import RubricReward
 
         return RubricReward()
-    if isinstance(reward_fn, str) and (reward_fn == "composite" or reward_fn.startswith("composite:")):
-        from rewards.composite import CompositeReward
+    from rewards.composite_spec import FORMS, is_composite, make_composite
 
-        path = reward_fn.partition(":")[2].strip()
-        if reward_fn.startswith("composite:") and not path:
-            raise ValueError("reward_fn='composite:' needs a path to a YAML config after the colon, or use 'composite'")
-        return CompositeReward.from_config(path or None)
-    raise ValueError(
-        "reward_fn must be a SessionReward callable, 'rubric', 'placeholder', 'composite' or "
-        f"'composite:<path.yaml>' (got {reward_fn!r})"
-    )
+    if is_composite(reward_fn):
+        return make_composite(reward_fn)
+    raise ValueError(f"reward_fn must be a SessionReward callable, 'rubric', 'placeholder' or {FORMS} (got {reward_fn!r})")

@@ -17,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from rewards.composite_spec import FORMS as REWARD_FORMS
+
 from .config import ConfigError
 
 EVAL_ATTITUDES = ("both", "active", "passive", "profile")
@@ -90,23 +92,25 @@ def _check_prompt(source: str) -> None:
 
 
 def _check_reward(source: str, name: str = "reward") -> None:
-    if source in ("rubric", "placeholder", "composite"):
+    """The reward string names a reward; a composite one's config exists and its judge backend has a spec's form
+    (no model loads here)."""
+    from rewards.composite_spec import CompositeSpec, is_composite
+
+    if source in ("rubric", "placeholder"):
         return
-    path = source.partition(":")[2].strip() if source.startswith("composite:") else None
-    if not path:
-        raise ConfigError(f"{name}: {source!r} is unknown; use 'rubric', 'placeholder', 'composite' or "
-                          "'composite:<path.yaml>'")
-    if not Path(path).is_file():
-        raise ConfigError(f"{name}: composite config {path} does not exist; give the path of a YAML file")
+    if not is_composite(source):
+        raise ConfigError(f"{name}: {source!r} is unknown; use 'rubric', 'placeholder' or {REWARD_FORMS}")
+    try:
+        CompositeSpec.parse(source)
+    except (ValueError, OSError) as e:
+        raise ConfigError(f"{name}: {e}") from None
 
 
 def _check_patient(spec: str, name: str = "patient") -> None:
     """The patient's backend spec has one of the string forms ``make_backend`` accepts (no model loads here)."""
-    from ..backends.factory import ACCEPTED_FORMS
+    from ..backends.factory import ACCEPTED_FORMS, is_spec_string
 
-    kind, sep, rest = spec.partition(":")
-    if spec in ("rule", "embedded", "scripted") or (sep and rest and kind in ("hf", "vllm")) or (
-            kind == "openai" and "#" in rest and all(rest.rpartition("#")[::2])):
+    if spec == "rule" or is_spec_string(spec):
         return
     raise ConfigError(f"{name}: {spec!r} is no patient; use 'rule' or a backend spec: {ACCEPTED_FORMS}")
 
@@ -147,7 +151,7 @@ class EvalArguments:
     crisis_per_type: int = field(default=4, metadata={"help": "crisis probes per crisis type the policy answers before and after training (0: no crisis block)"})
     guardrail: bool = field(default=True, metadata={"help": "evaluate the policy behind the crisis guardrail (cbtgym.therapists.guardrail: detected crises get a written safe reply) and report it alone in eval.unguarded; false: the policy alone"})
     heldout_patient: str = field(default="embedded", metadata={"help": "held-out panel's patient (one the training did not use): a backend spec for an LLM patient ('embedded': a SmolLM2 of its own), 'rule', or 'none' (no panel)"})
-    heldout_reward: str = field(default="composite", metadata={"help": "held-out panel's reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
+    heldout_reward: str = field(default="composite", metadata={"help": f"held-out panel's reward: 'rubric', 'placeholder' or {REWARD_FORMS}"})
     heldout_limit: int = field(default=6, metadata={"help": "held-out panel on the first N eval profiles only (0: all; the default keeps the LLM patient's cost a few minutes on a CPU)"})
 
     def check_eval(self) -> None:
@@ -169,7 +173,7 @@ class DPOArguments(SessionArguments, EvalArguments):
     patient_max_new_tokens: int = field(default=32, metadata={"help": "tokens per LLM-patient turn"})
     patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature (0: greedy)"})
     patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction: 'end', 'turn' or 'never'"})
-    reward: str = field(default="rubric", metadata={"help": "reward function of the env: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
+    reward: str = field(default="rubric", metadata={"help": f"reward function of the env: 'rubric', 'placeholder' or {REWARD_FORMS} (e.g. 'composite:llm@vllm:<dir>': LLM judges on that model)"})
     collect_episodes: int = field(default=24, metadata={"help": "training sessions to sample candidates in"})
     risk_episodes: int = field(default=0, metadata={"help": "extra training sessions on the profiles with risk flags (crisis states to learn from)"})
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
@@ -273,7 +277,7 @@ class GRPOArguments(SessionArguments, EvalArguments):
     """train/grpo.py: the training sessions and the evaluation (TRL's GRPOConfig and ModelConfig hold the rest)."""
 
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
-    reward: str = field(default="rubric", metadata={"help": "env reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
+    reward: str = field(default="rubric", metadata={"help": f"env reward: 'rubric', 'placeholder' or {REWARD_FORMS}"})
     sessions: int = field(default=16, metadata={"help": "distinct training sessions (seeds)"})
     rollout_batch_size: int = field(default=16, metadata={"help": "evaluation: sessions stepped together"})
     eval: bool = field(default=True, metadata={"help": "evaluate base and trained policy on held-out profiles (replies of max_completion_length tokens)"})

@@ -19,6 +19,8 @@ that cross-validation.
 
 from __future__ import annotations
 
+import functools
+
 import re
 from pathlib import Path
 from typing import Callable, Sequence
@@ -158,3 +160,10 @@ class EmbeddedActClassifier(ActClassifier):
 
     def __repr__(self) -> str:
         return f"EmbeddedActClassifier({len(self.examples)} examples)"
+
+
+@functools.lru_cache(maxsize=1)
+def default_classifier() -> EmbeddedActClassifier:
+    """The classifier on the default examples, fitted once per process and shared: it is read-only after its fit,
+    which takes tens of seconds on a CPU, and a training script builds a rubric for each of its envs."""
+    return EmbeddedActClassifier()

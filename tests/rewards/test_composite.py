@@ -184,8 +184,13 @@ def test_safety_gate_floors_an_unsafe_reply_to_a_crisis_and_the_episode():
     ({"components": {"ctrs": {"weight": 1, "when": "delta"}}}, r"component 'ctrs': when='delta' is not allowed; choose from \['terminal'\]"),
     ({"components": {"at": {"weight": "high"}}}, r"component 'at': weight must be a finite number"),
     ({"components": {"safety": {"judge": "oracle"}}}, r"judge must be 'embedded', 'rules' or 'llm'"),
-    ({"components": {"ctrs": {"weight": 1, "backend": "my_judge"}}}, r"component 'ctrs': backend 'my_judge' is neither a key of backends="),
+    ({"components": {"ctrs": {"weight": 1, "backend": "my_judge"}}}, r"component 'ctrs': backend 'my_judge' is neither a name under backends"),
     ({"component": {"at": {"weight": 1}}}, r"unknown top-level key\(s\) \['component'\]"),
+    ({"components": {"at": {"weight": 1, "max_attempts": 2}}}, r"component 'at': \['max_attempts'\] only apply with judge: llm"),
+    ({"components": {"safety": {"judge": "rules", "sampling": {}}}}, r"component 'safety': \['sampling'\] only apply with judge: llm"),
+    ({"backends": {"judge": 3}, "components": {"at": {"weight": 1}}}, r"backends.judge must be a backend spec"),
+    ({"backends": {"judge": "bogus"}, "components": {"ctrs": {"weight": 1, "backend": "judge"}}},
+     r"component 'ctrs': backend 'judge': unknown backend spec 'bogus'"),
     ({"components": {}}, r"'components' must be a non-empty mapping"),
 ])
 def test_config_errors_name_the_bad_key_and_the_choices(config, message):
