@@ -152,7 +152,7 @@ class EvalArguments:
     guardrail: bool = field(default=True, metadata={"help": "evaluate the policy behind the crisis guardrail (cbtgym.therapists.guardrail: detected crises get a written safe reply) and report it alone in eval.unguarded; false: the policy alone"})
     heldout_patient: str = field(default="embedded", metadata={"help": "held-out panel's patient (one the training did not use): a backend spec for an LLM patient ('embedded': a SmolLM2 of its own), 'rule', or 'none' (no panel)"})
     heldout_reward: str = field(default="composite", metadata={"help": f"held-out panel's reward: 'rubric', 'placeholder' or {REWARD_FORMS}"})
-    heldout_limit: int = field(default=6, metadata={"help": "held-out panel on the first N eval profiles only (0: all; the default keeps the LLM patient's cost a few minutes on a CPU)"})
+    heldout_limit: int = field(default=4, metadata={"help": "held-out panel on the first N eval profiles only (0: all; the default, 8 sessions, keeps the LLM patient to minutes on a CPU)"})
 
     def check_eval(self) -> None:
         _one_of(self, "eval_attitudes", EVAL_ATTITUDES)
