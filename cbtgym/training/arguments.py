@@ -279,7 +279,7 @@ class GRPOArguments(SessionArguments, EvalArguments):
 
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": "env reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
-    sessions: int = field(default=16, metadata={"help": "distinct training sessions (seeds)"})
+    sessions: int = field(default=16, metadata={"help": "training session starts (seeds); each is played num_generations times, one GRPO group"})
     rollout_batch_size: int = field(default=16, metadata={"help": "evaluation: sessions stepped together"})
     eval: bool = field(default=True, metadata={"help": "evaluate base and trained policy on held-out profiles (replies of max_completion_length tokens)"})
 
@@ -289,6 +289,11 @@ class GRPOArguments(SessionArguments, EvalArguments):
 
         _at_least(self, 1, "sessions")
         _at_least(training_args, 2, "num_generations")
+        groups = training_args.generation_batch_size // training_args.num_generations
+        if self.sessions < groups:
+            raise ConfigError(f"sessions: {self.sessions} session starts cannot fill one generation batch of {groups} "
+                              f"groups (generation_batch_size {training_args.generation_batch_size} / num_generations "
+                              f"{training_args.num_generations}); set --sessions {groups} or more")
         _at_least(training_args, 1, "max_completion_length")
         _positive(training_args, "temperature")
         if training_args.per_device_train_batch_size % training_args.num_generations:
