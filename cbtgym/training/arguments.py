@@ -42,10 +42,12 @@ SFT_DEFAULTS: dict[str, Any] = dict(
     _COMMON_DEFAULTS, output_dir="outputs/sft-smollm2", learning_rate=2e-4, num_train_epochs=2.0, max_steps=-1,
     per_device_train_batch_size=8, gradient_accumulation_steps=1, max_length=640, completion_only_loss=True, gradient_checkpointing=False,
     logging_steps=5, save_steps=25)
+# GRPO: one optimizer step = one generation batch of 8 whole sessions (2 groups of 4, 4 rounds of 32-token turns),
+# trained in micro-batches of 2 sessions: a session is ~300 tokens, and 8 of them at once hold ~6 GB of activations.
 GRPO_DEFAULTS: dict[str, Any] = dict(
     _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=8,
-    per_device_train_batch_size=8, gradient_accumulation_steps=1, num_generations=4, max_completion_length=32,
-    temperature=1.0, logging_steps=1, save_steps=50, log_completions=False)  # gradient_checkpointing: TRL's (on)
+    per_device_train_batch_size=2, gradient_accumulation_steps=4, num_generations=4, max_completion_length=32,
+    temperature=1.0, logging_steps=1, save_steps=50, log_completions=False, gradient_checkpointing=False)
 
 
 def _at_least(obj: Any, minimum: float, *names: str) -> None:
@@ -296,9 +298,10 @@ class GRPOArguments(SessionArguments, EvalArguments):
                               f"{training_args.num_generations}); set --sessions {groups} or more")
         _at_least(training_args, 1, "max_completion_length")
         _positive(training_args, "temperature")
-        if training_args.per_device_train_batch_size % training_args.num_generations:
-            raise ConfigError(f"per_device_train_batch_size: {training_args.per_device_train_batch_size} is no multiple "
-                              f"of num_generations={training_args.num_generations}; make it one")
+        if training_args.generation_batch_size % training_args.num_generations:
+            raise ConfigError(f"generation_batch_size: {training_args.generation_batch_size} (per_device_train_batch_size "
+                              f"x gradient_accumulation_steps) is no multiple of num_generations="
+                              f"{training_args.num_generations}; make it one")
         accepted = _accepted(GRPOConfig, "loss_type", r"Supported values are (.*?)\. ")
         if accepted and training_args.loss_type not in accepted:
             raise ConfigError(f"loss_type: {training_args.loss_type!r} not accepted by TRL's GRPOTrainer; use one of "
