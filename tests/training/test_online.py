@@ -105,7 +105,9 @@ def make_trainer(tmp_path, *, batch: int, group: int, reward_fn="rubric", rounds
     rows = session_rows(collection_specs("bank:train", batch // group))
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=args, train_dataset=Dataset.from_list(rows),
                           processing_class=tok, peft_config=lora_config(model, 8, 16), rollout_func=rollout)
-    return trainer, rollout, reward, [r for r in rows for _ in range(group)]
+    # the generation batch as TRL's sampler makes it: each row num_generations times, as distinct dicts (TRL writes
+    # the rollout's extra fields into them)
+    return trainer, rollout, reward, [dict(r) for r in rows for _ in range(group)]
 
 
 def runs(mask: list[int]) -> list[tuple[int, int, int]]:
@@ -211,7 +213,7 @@ def test_failed_judges_leave_their_group_and_are_counted_never_scored_zero(tmp_p
     returns = [s.episode_return for s in rollout.last]
     assert returns[:2] == [None, None] and None not in returns[2:]
     assert all(s.step_rewards for s in rollout.last[:2]), "the judge gave numbers: they are not used"
-    logged = trainer._logs["rewards"]["episode_return"]
+    logged = list(trainer._logs["rewards"]["episode_return"])  # what TRL logs per sample
     assert all(torch.isnan(torch.tensor(logged[:2]))) and not any(torch.isnan(torch.tensor(logged[2:])))
     advantages = inputs["advantages"].tolist()
     assert advantages[:2] == [0.0, 0.0]
