@@ -73,7 +73,8 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
                   "group_reward_std": logged["group_reward_std"], "reward_std": logged["reward_std"],
                   **({"kl": logged["kl"]} if training_args.beta > 0 else {}),
                   "therapist_tokens_per_session": logged["completions/mean_length"],
-                  "judge_failures": reward.counts(), "rollout_calls": rollout.calls, "sessions_played": rollout.sessions},
+                  "judge_failures": reward.counts(), "rollout_calls": rollout.calls,
+                  "sessions_played": rollout.sessions},
         "adapter": str(out / "adapter"), "config": config,
     }
     if panel is not None:

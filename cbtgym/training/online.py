@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 from ..envs.reward import judge_failed
@@ -88,61 +88,69 @@ class SessionRollout:
         forks = self.batch.fork([starts.index(s) for s in specs])  # one independent copy per sample, in order
         layout = ChatLayout(trainer.processing_class, trainer.eos_token_ids)
         prompt_ids = [layout.prompt_ids(s.transcript.as_chat("therapist", self.system_prompt)) for s in forks.sessions]
-        n = len(specs)
-        completion: list[list[int]] = [[] for _ in range(n)]
-        mask: list[list[int]] = [[] for _ in range(n)]
-        logprobs: list[list[float]] | None = [[] for _ in range(n)]
-        rewards: list[list[float]] = [[] for _ in range(n)]
-        failed = [False] * n
-        # Several processes generate collectively (vLLM server, ZeRO-3 gathers): every process then makes the
-        # same number of generation calls, each for all of its sessions (those already ended are dropped after).
+        seqs = [_Sequence() for _ in specs]
+        rewards: list[list[float]] = [[] for _ in specs]
+        failed = [False] * len(specs)
+        # Several processes generate collectively (vLLM server, ZeRO-3 gathers): each then makes `max_rounds`
+        # generation calls for all of its sessions, and the turns of sessions that have ended are dropped.
         aligned = trainer.accelerator.num_processes > 1
-        calls = 0
-        while any(not s.done for s in forks.sessions) or (aligned and calls < (self.batch.max_rounds or 0)):
+        rounds = 0
+        while any(not s.done for s in forks.sessions) or (aligned and rounds < (self.batch.max_rounds or 0)):
             live = [i for i, s in enumerate(forks.sessions) if not s.done]
-            asked = list(range(n)) if aligned else live
-            turn_ids, turn_logprobs = trainer._generate_single_turn(
-                [prompt_ids[i] + completion[i] for i in asked], None, {}, 1)
-            calls += 1
-            if turn_logprobs is None:
-                logprobs = None  # transformers generation gives none, and TRL then takes none
-            turn = {i: (ids, turn_logprobs[k] if turn_logprobs is not None else None)
-                    for k, (i, ids) in enumerate(zip(asked, turn_ids))}
+            asked = list(range(len(specs))) if aligned else live
+            turn_ids, turn_logprobs = trainer._generate_single_turn(  # TRL's own: transformers or vLLM
+                [prompt_ids[i] + seqs[i].ids for i in asked], None, {}, 1)
+            rounds += 1
+            turns = {i: (ids, None if turn_logprobs is None else turn_logprobs[k])
+                     for k, (i, ids) in enumerate(zip(asked, turn_ids))}
             if not live:
                 continue
-            texts = trainer.processing_class.batch_decode([turn[i][0] for i in live], skip_special_tokens=True)
-            actions: list[str | None] = [None] * n
+            texts = trainer.processing_class.batch_decode([turns[i][0] for i in live], skip_special_tokens=True)
+            actions: list[str | None] = [None] * len(specs)
             for i, text in zip(live, texts):
                 actions[i] = text.strip() or "..."  # an empty turn is played as silence, as in collection
             results = forks.step(actions)
             for i in live:
-                ids, lps = turn[i]
-                completion[i] += ids
-                mask[i] += [1] * len(ids)
-                if logprobs is not None:
-                    logprobs[i] += list(lps)
-                reward = results[i].reward
-                rewards[i].append(float(reward.value))
-                failed[i] = failed[i] or judge_failed(reward.components)
+                seqs[i].policy(*turns[i])
+                rewards[i].append(float(results[i].reward.value))
+                failed[i] = failed[i] or judge_failed(results[i].reward.components)
                 session = forks.sessions[i]
                 if not session.done:
-                    glue = layout.between_turns(session.transcript.as_chat("therapist", self.system_prompt),
-                                                layout.closes_turn(ids))
-                    completion[i] += glue
-                    mask[i] += [0] * len(glue)
-                    if logprobs is not None:
-                        logprobs[i] += [0.0] * len(glue)
+                    seqs[i].env(layout.between_turns(session.transcript.as_chat("therapist", self.system_prompt),
+                                                     layout.closes_turn(turns[i][0])))
         self.calls += 1
-        self.sessions += n
-        self.last = [SessionSample(spec, s.transcript.copy(), rewards[i], failed[i], completion[i], mask[i])
+        self.sessions += len(specs)
+        self.last = [SessionSample(spec, s.transcript.copy(), rewards[i], failed[i], seqs[i].ids, seqs[i].mask)
                      for i, (spec, s) in enumerate(zip(specs, forks.sessions))]
+        sampled = all(q.logprobs is not None for q in seqs)  # vLLM's; transformers generation gives none
         return {
             "prompt_ids": prompt_ids,
-            "completion_ids": completion,
-            "env_mask": mask,
-            "logprobs": logprobs,
-            "episode_return": [s.episode_return for s in self.last],
+            "completion_ids": [q.ids for q in seqs],
+            "env_mask": [q.mask for q in seqs],
+            "logprobs": [q.logprobs for q in seqs] if sampled else None,
+            "episode_return": [q.episode_return for q in self.last],
         }
+
+
+@dataclass
+class _Sequence:
+    """One session's completion as it grows: the policy's turns (mask 1) and the template and patient tokens
+    between them (mask 0, log-prob 0 as TRL's tool loop writes them); ``logprobs`` None once a turn came without."""
+
+    ids: list[int] = field(default_factory=list)
+    mask: list[int] = field(default_factory=list)
+    logprobs: list[float] | None = field(default_factory=list)
+
+    def policy(self, ids: Sequence[int], logprobs: Sequence[float] | None) -> None:
+        self.ids += ids
+        self.mask += [1] * len(ids)
+        self.logprobs = None if logprobs is None or self.logprobs is None else self.logprobs + list(logprobs)
+
+    def env(self, ids: Sequence[int]) -> None:
+        self.ids += ids
+        self.mask += [0] * len(ids)
+        if self.logprobs is not None:
+            self.logprobs += [0.0] * len(ids)
 
 
 class EpisodeReturn:

@@ -136,7 +136,8 @@ def test_grpo_script_plays_whole_sessions_and_updates_the_policy(tmp_path):
     train = results["train"]
     assert train["steps"] == 2 and train["rollout_calls"] == 2 and train["sessions_played"] == 8  # one group a step
     assert train["judge_failures"] == {"samples": 0, "groups": 0, "scored": 8}, "the rubric never fails"
-    assert len(train["rewards"]) == len(train["group_reward_std"]) == 2 and all(isinstance(r, float) for r in train["rewards"])
+    assert len(train["rewards"]) == len(train["group_reward_std"]) == 2
+    assert all(isinstance(r, float) for r in train["rewards"])
     # two rounds of at most 12 policy tokens each; the patient's tokens are not counted
     assert all(12 < n <= 24 for n in train["therapist_tokens_per_session"])
     assert train["trainable_tensors_changed"] > 0
