@@ -44,8 +44,9 @@ SFT_DEFAULTS: dict[str, Any] = dict(
     logging_steps=5, save_steps=25)
 # GRPO: one optimizer step = one generation batch of 8 whole sessions (2 groups of 4, 4 rounds of 32-token turns),
 # trained in micro-batches of 2 sessions: a session is ~300 tokens, and 8 of them at once hold ~6 GB of activations.
+# 6 steps: a step took ~140 CPU-s (one thread) on 2 shared cores, so training and the before/after eval fit 20 min.
 GRPO_DEFAULTS: dict[str, Any] = dict(
-    _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=8,
+    _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=6,
     per_device_train_batch_size=2, gradient_accumulation_steps=4, num_generations=4, max_completion_length=32,
     temperature=1.0, logging_steps=1, save_steps=50, log_completions=False, gradient_checkpointing=False)
 
@@ -281,7 +282,7 @@ class GRPOArguments(SessionArguments, EvalArguments):
 
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": "env reward: 'rubric', 'placeholder', 'composite' or 'composite:<path.yaml>'"})
-    sessions: int = field(default=16, metadata={"help": "training session starts (seeds); each is played num_generations times, one GRPO group"})
+    sessions: int = field(default=12, metadata={"help": "training session starts (seeds); each is played num_generations times, one GRPO group"})
     rollout_batch_size: int = field(default=16, metadata={"help": "evaluation: sessions stepped together"})
     eval: bool = field(default=True, metadata={"help": "evaluate base and trained policy on held-out profiles (replies of max_completion_length tokens)"})
 
