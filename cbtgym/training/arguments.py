@@ -37,10 +37,13 @@ SFT_DEFAULTS: dict[str, Any] = dict(
     _COMMON_DEFAULTS, output_dir="outputs/sft-smollm2", learning_rate=2e-4, num_train_epochs=2.0, max_steps=-1,
     per_device_train_batch_size=8, gradient_accumulation_steps=1, max_length=640, completion_only_loss=True, gradient_checkpointing=False,
     logging_steps=5, save_steps=25)
+# GRPO: one optimizer step = one generation batch of 8 whole sessions (2 groups of 4, 4 rounds of 32-token turns),
+# trained in micro-batches of 2 sessions: a session is ~300 tokens, and 8 of them at once hold ~6 GB of activations.
+# 6 steps: a step took ~140 CPU-s (one thread) on 2 shared cores, so training and the before/after eval fit 20 min.
 GRPO_DEFAULTS: dict[str, Any] = dict(
-    _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=8,
-    per_device_train_batch_size=8, gradient_accumulation_steps=1, num_generations=4, max_completion_length=32,
-    temperature=1.0, logging_steps=1, save_steps=50, log_completions=False)  # gradient_checkpointing: TRL's (on)
+    _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=6,
+    per_device_train_batch_size=2, gradient_accumulation_steps=4, num_generations=4, max_completion_length=32,
+    temperature=1.0, logging_steps=1, save_steps=50, log_completions=False, gradient_checkpointing=False)
 
 
 def _at_least(obj: Any, minimum: float, *names: str) -> None:
@@ -278,7 +281,7 @@ class GRPOArguments(SessionArguments, EvalArguments):
 
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
     reward: str = field(default="rubric", metadata={"help": f"env reward: 'rubric', 'placeholder' or {REWARD_FORMS}"})
-    sessions: int = field(default=16, metadata={"help": "distinct training sessions (seeds)"})
+    sessions: int = field(default=12, metadata={"help": "training session starts (seeds); each is played num_generations times, one GRPO group"})
     rollout_batch_size: int = field(default=16, metadata={"help": "evaluation: sessions stepped together"})
     eval: bool = field(default=True, metadata={"help": "evaluate base and trained policy on held-out profiles (replies of max_completion_length tokens)"})
 
@@ -288,11 +291,17 @@ class GRPOArguments(SessionArguments, EvalArguments):
 
         _at_least(self, 1, "sessions")
         _at_least(training_args, 2, "num_generations")
+        groups = training_args.generation_batch_size // training_args.num_generations
+        if self.sessions < groups:
+            raise ConfigError(f"sessions: {self.sessions} session starts cannot fill one generation batch of {groups} "
+                              f"groups (generation_batch_size {training_args.generation_batch_size} / num_generations "
+                              f"{training_args.num_generations}); set --sessions {groups} or more")
         _at_least(training_args, 1, "max_completion_length")
         _positive(training_args, "temperature")
-        if training_args.per_device_train_batch_size % training_args.num_generations:
-            raise ConfigError(f"per_device_train_batch_size: {training_args.per_device_train_batch_size} is no multiple "
-                              f"of num_generations={training_args.num_generations}; make it one")
+        if training_args.generation_batch_size % training_args.num_generations:
+            raise ConfigError(f"generation_batch_size: {training_args.generation_batch_size} (per_device_train_batch_size "
+                              f"x gradient_accumulation_steps) is no multiple of num_generations="
+                              f"{training_args.num_generations}; make it one")
         accepted = _accepted(GRPOConfig, "loss_type", r"Supported values are (.*?)\. ")
         if accepted and training_args.loss_type not in accepted:
             raise ConfigError(f"loss_type: {training_args.loss_type!r} not accepted by TRL's GRPOTrainer; use one of "

@@ -128,17 +128,21 @@ def test_sft_script_trains_on_best_of_k_data(tmp_path):
     assert len(examples) == train["examples"]
 
 
-def test_grpo_script_runs_env_rollouts_and_updates_the_policy(tmp_path):
+def test_grpo_script_plays_whole_sessions_and_updates_the_policy(tmp_path):
     results = run_script(
-        "grpo", tmp_path, sessions=2, rounds=2, num_generations=4, max_completion_length=12,
-        max_steps=2, per_device_train_batch_size=4, learning_rate=1e-3, report_to="none",
+        "grpo", tmp_path, sessions=2, rounds=2, num_generations=4, max_completion_length=12, max_steps=2,
+        per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, report_to="none",
         eval_limit=1, eval_attitudes="active", crisis_per_type=1, rollout_batch_size=4,
     )
     assert_eval_block(results["eval"], episodes=1)
     assert_eval_files(tmp_path, episodes=1, probes=4)
     train = results["train"]
-    assert train["steps"] == 2 and train["rollout_calls"] >= 1
-    assert train["rewards"] and all(isinstance(r, float) for r in train["rewards"])
+    assert train["steps"] == 2 and train["rollout_calls"] == 2 and train["sessions_played"] == 8  # one group a step
+    assert train["judge_failures"] == {"samples": 0, "groups": 0, "scored": 8}, "the rubric never fails"
+    assert len(train["rewards"]) == len(train["group_reward_std"]) == 2
+    assert all(isinstance(r, float) for r in train["rewards"])
+    # two rounds of at most 12 policy tokens each; the patient's tokens are not counted
+    assert all(12 < n <= 24 for n in train["therapist_tokens_per_session"])
     assert train["trainable_tensors_changed"] > 0
     assert_adapter(tmp_path / "adapter")
     assert results["adapter"] == str(tmp_path / "adapter")
