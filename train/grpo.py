@@ -40,7 +40,8 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
     from cbtgym.training.online import EpisodeReturn, SessionRollout, session_rows
     from cbtgym.training.preferences import collection_specs
     from cbtgym.training.policy import load_policy, lora_from_model_config
-    from cbtgym.training.runs import start_run, train_adapter, write_results
+    from cbtgym.training.runs import peak_rss_gb, start_run, train_adapter, write_results
+    from cbtgym.training.tracking import log_eval
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t0 = time.time()
@@ -81,10 +82,12 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
         panel.run("after", HFBackend(trainer.model.eval(), tokenizer, batch_size=args.rollout_batch_size))
         results["eval"] = panel.results()
     results["timings_s"] = {**(panel.timings if panel else {}), "train": trained.seconds, "total": time.time() - t0}
+    results["peak_rss_gb"] = peak_rss_gb()
     write_results(out, results)
     if run is not None:
-        run.log({**(EvalPanel.metrics(results["eval"]) if panel is not None else {}),
-                 "grpo/judge_failures": results["train"]["judge_failures"]["samples"],
+        if panel is not None:
+            log_eval(run, results["eval"], panel.episodes)
+        run.log({"grpo/judge_failures": results["train"]["judge_failures"]["samples"],
                  "grpo/judge_failure_groups": results["train"]["judge_failures"]["groups"]})
         run.finish()
     print(json.dumps(results["train"], indent=2))
