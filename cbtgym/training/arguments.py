@@ -41,7 +41,7 @@ SFT_DEFAULTS: dict[str, Any] = dict(
 # trained in micro-batches of 2 sessions: a session is ~300 tokens, and 8 of them at once hold ~6 GB of activations.
 # 6 steps: a step took ~140 CPU-s (one thread) on 2 shared cores, so training and the before/after eval fit 20 min.
 GRPO_DEFAULTS: dict[str, Any] = dict(
-    _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=6,
+    _COMMON_DEFAULTS, output_dir="outputs/grpo-smollm2", learning_rate=1e-4, beta=0.0, max_steps=4, eval_limit=8, heldout_limit=2,
     per_device_train_batch_size=2, gradient_accumulation_steps=4, num_generations=4, max_completion_length=32,
     temperature=1.0, logging_steps=1, save_steps=50, log_completions=False, gradient_checkpointing=False)
 
