@@ -19,3 +19,11 @@ def words(text: str) -> list[str]:
 def opening(text: str, n: int = OPENING_WORDS) -> tuple[str, ...]:
     """The first ``n`` :func:`words` of ``text``."""
     return tuple(words(text)[:n])
+
+
+def repeated_trigrams(text: str) -> float:
+    """Share of a text's word trigrams that repeat an earlier trigram of the same text (0: none; a reply that
+    loops, "I'm glad to have you. I'm glad to have you. I'm glad...", approaches 1). 0 below three trigrams."""
+    w = words(text)
+    grams = list(zip(w, w[1:], w[2:]))
+    return 1.0 - len(set(grams)) / len(grams) if len(grams) >= 3 else 0.0

@@ -8,7 +8,8 @@ Per step (the therapist's latest turn and, when present, the patient's answer):
     act          value of the act type (asking about thoughts is worth most; a solution
                  before the automatic thought is known is penalised)
     structure    penalties for verbosity, stacked questions, role confusion, repeats, a template (the
-                 reply opens with the same five words as an earlier reply of the session), empty replies,
+                 reply opens with the same five words as an earlier reply of the session), a reply that loops
+                 (repeats its own word trigrams), empty replies,
                  and text addressed to a judge (instructions to it, score claims, fence or JSON
                  markup): never therapy, and free reward from an LLM judge it fools when neutral here
     at_progress  1 when the patient's answer discloses a ground-truth automatic thought for the first time
@@ -30,7 +31,7 @@ import yaml
 from cbtgym.envs.reward import StepReward
 from cbtgym.profiles.schema import PatientProfile
 from cbtgym.transcript import Transcript
-from cbtgym.wording import opening
+from cbtgym.wording import opening, repeated_trigrams
 
 from .types import JudgeResult
 
@@ -141,6 +142,7 @@ class RubricReward:
             penalty += c["repeat_penalty"]
         elif opening(reply) in {opening(r) for r in s["earlier_replies"]}:
             penalty += c.get("template_penalty", 0.0)
+        penalty += c.get("self_repeat_penalty", 0.0) * repeated_trigrams(reply)
         judge_text = _judge_address(tuple(c.get("judge_address_patterns") or ()))
         if judge_text is not None and judge_text.search(reply):
             penalty += c.get("judge_address_penalty", 0.0)
