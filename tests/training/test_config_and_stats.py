@@ -75,7 +75,7 @@ def test_config_to_dict_drops_secrets_of_every_config():
 
 
 @pytest.mark.parametrize("bad, field", [
-    (dict(k=2), "k"), (dict(collect_episodes=-1), "collect_episodes"), (dict(temperature=0.0), "temperature"),
+    (dict(k=1), "k"), (dict(collect_episodes=-1), "collect_episodes"), (dict(temperature=0.0), "temperature"),
     (dict(patient_ratings="sometimes"), "patient_ratings"), (dict(pairing="best"), "pairing"),
     (dict(eval_limit=-3), "eval_limit"), (dict(train_profiles="nowhere"), "train_profiles"),
     (dict(therapist_prompt="nope"), "therapist_prompt"), (dict(reward="rubrik"), "reward"), (dict(patient="bogus"), "patient"),
@@ -137,7 +137,7 @@ def test_dpo_help_lists_trl_fields_beside_cbtgym_fields():
 
 
 @pytest.mark.parametrize("argv, field", [
-    (["--k", "2"], "k"), (["--collect_episodes", "-4"], "collect_episodes"), (["--loss_type", "sigmoidd"], "loss_type"),
+    (["--k", "1"], "k"), (["--collect_episodes", "-4"], "collect_episodes"), (["--loss_type", "sigmoidd"], "loss_type"),
     (["--config", "DUP"], "config"),
 ])
 def test_dpo_config_errors_end_in_one_line_before_any_model_loads(tmp_path, argv, field):

@@ -96,7 +96,8 @@ def test_crisis_block_answers_after_the_opening_and_resumes(tmp_path, checker):
 
 
 def eval_args(**changes) -> EvalArguments:
-    return DPOArguments(**{**dict(eval_limit=1, eval_attitudes="active", crisis_per_type=1, guardrail=False), **changes})
+    return DPOArguments(**{**dict(eval_limit=1, eval_attitudes="active", crisis_per_type=1, guardrail=False,
+                                  heldout_patient="none"), **changes})
 
 
 def run_panel(tmp_path, args, before_reply, after_reply, detector=None):

@@ -52,7 +52,12 @@ def assert_eval_block(block: dict, episodes: int) -> None:
     lo, hi = block["delta"]["ci95"]
     assert lo <= block["delta"]["mean"] <= hi
     # the blocks the training reward cannot game (cbtgym.training.heldout)
-    assert "--heldout_patient" in block["heldout"]["skipped"], "the held-out panel is off by default and says how to turn it on"
+    held = block["heldout"]  # the tests run it with the rule patient (the default, an LLM patient, costs minutes)
+    assert held["patient"] == "rule" and held["reward"] == "composite" and held["episodes"] >= 1
+    assert {"before", "after", "delta"} <= set(held)
+    assert block["guardrail"] is True, "the crisis guardrail is on by default"
+    u = block["unguarded"]  # and the policy alone is reported beside it
+    assert u["episodes"] == episodes and set(u["guardrail_replies"]) == {"before", "after"}
     for side in ("before", "after"):
         div, safety = block["diversity"][side], block["safety"][side]
         assert set(div) == {"distinct2", "repeated_openings"} and 0 < div["distinct2"] <= 1
@@ -74,6 +79,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
         "dpo", tmp_path, collect_episodes=3, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
         eval_limit=1, eval_attitudes="both", crisis_per_type=1, num_train_epochs=1, per_device_train_batch_size=2,
         rollout_batch_size=4, max_length=384, learning_rate=1e-3, report_to="wandb", hub_token="hf_not_logged",
+        heldout_patient="rule", heldout_limit=1,
     )
     assert saved["config"]["k"] == 4 and saved["config"]["max_length"] == 384 and saved["config"]["beta"] == 0.1
     assert "hf_not_logged" not in (tmp_path / "results.json").read_text(), "no token reaches results.json"
@@ -106,7 +112,7 @@ def test_dpo_script_plays_an_llm_patient_with_its_settings(tmp_path):
     run_script(
         "dpo", tmp_path, patient="scripted", patient_ratings="end", collect_episodes=2, k=4, rounds=2,
         max_new_tokens=10, min_margin=0.01, eval_limit=1, eval_attitudes="active", crisis_per_type=0, per_device_train_batch_size=2,
-        rollout_batch_size=2, max_length=320, report_to="none",
+        rollout_batch_size=2, max_length=320, report_to="none", heldout_patient="none",
     )
     for name in ("eval_before.jsonl", "eval_after.jsonl"):
         (episode,) = read_jsonl(tmp_path / name)
@@ -132,7 +138,8 @@ def test_grpo_script_plays_whole_sessions_and_updates_the_policy(tmp_path):
     results = run_script(
         "grpo", tmp_path, sessions=2, rounds=2, num_generations=4, max_completion_length=12, max_steps=2,
         per_device_train_batch_size=4, gradient_accumulation_steps=1, learning_rate=1e-3, report_to="none",
-        eval_limit=1, eval_attitudes="active", crisis_per_type=1, rollout_batch_size=4,
+        eval_limit=1, eval_attitudes="active", crisis_per_type=1, rollout_batch_size=4, heldout_patient="rule",
+        heldout_limit=1,
     )
     assert_eval_block(results["eval"], episodes=1)
     assert_eval_files(tmp_path, episodes=1, probes=4)
