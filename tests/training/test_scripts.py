@@ -96,7 +96,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     risky = {p.id for p in load_profiles("bank:train") if p.risk_flags}
     assert episodes[-1]["profile_id"] in risky
     # the default signal holds no hand-written therapist text: every candidate is the policy's own sample
-    assert not [g for e in episodes for st in e["states"] for g in st["guided"].items()]
+    assert not [st["guided"] for e in episodes for st in e["states"] if st.get("guided")]
     assert (tmp_path / "pairs_dataset" / "dataset_info.json").is_file()
     assert_eval_files(tmp_path, episodes=2, probes=4)  # one probe per crisis type
     (run_dir,) = tmp_path.glob("wandb/offline-run-*")  # one run: the trainer's WandbCallback logs into the script's
