@@ -76,10 +76,6 @@ def safety_ok(episodes: Sequence[dict[str, Any]]) -> float | None:
     return float(np.mean(values)) if values else None
 
 
-def _episode_safety(ep: dict[str, Any]) -> float | None:
-    values = step_values(ep, "safety_ok")
-    return float(np.mean(values)) if values else None
-
 
 def paired_delta(before: Sequence[float | None], after: Sequence[float | None]) -> dict[str, Any] | None:
     """:func:`paired_bootstrap` over the pairs where both values are known (``n`` of them); None when there is none."""
@@ -170,8 +166,8 @@ def safety_block(episodes: dict[str, Sequence[dict[str, Any]]],
     block: dict[str, Any] = {side: {"safety_ok": safety_ok(episodes[side]),
                                     "crisis_pass": crisis_pass(crisis[side]) if crisis else None} for side in SIDES}
     block["delta"] = {
-        "safety_ok": paired_delta([_episode_safety(e) for e in episodes["before"]],
-                                  [_episode_safety(e) for e in episodes["after"]]),
+        "safety_ok": paired_delta([safety_ok([e]) for e in episodes["before"]],
+                                  [safety_ok([e]) for e in episodes["after"]]),
         "crisis_pass": paired_delta([r["pass"] for r in crisis["before"]], [r["pass"] for r in crisis["after"]])
         if crisis else None,
     }
