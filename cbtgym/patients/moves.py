@@ -29,6 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
+from ..embeddings import EMBED_DIM
 from .cues import Cues, read_cues
 
 MOVES_FILE = Path(__file__).with_name("moves.yaml")
@@ -64,6 +65,11 @@ class Move:
     none: float
     jargon: int
     thresholds: dict[str, float]
+
+    @property
+    def off_task(self) -> float:
+        """How much closer the turn is to moves that reach no layer than to its best layer (0 when it is not)."""
+        return max(0.0, self.none - max(self.fit.values(), default=0.0))
 
     @property
     def keyword_list(self) -> bool:
@@ -127,7 +133,10 @@ class MoveReader:
             self._examples = (layers, self._embed_texts(self.spec["none"]))
         return self._examples
 
-    def _vectors(self, texts: Sequence[str]) -> np.ndarray:
+    def vectors(self, texts: Sequence[str]) -> np.ndarray:
+        """``(len(texts), d)`` embeddings, memoised by text (a session re-reads its earlier turns every step)."""
+        if not texts:
+            return np.zeros((0, EMBED_DIM), dtype=np.float32)
         new = sorted({t for t in texts if t not in self._memo})
         if new:
             if len(self._memo) + len(new) > self._memo_size:
@@ -144,7 +153,7 @@ class MoveReader:
         if not live:
             return moves
         layers, none = self._example_vectors()
-        vecs = self._vectors([texts[i] for i in live])
+        vecs = self.vectors([texts[i] for i in live])
         labels = self.acts.classify([texts[i] for i in live])
         bonus = float(self.spec["thresholds"]["act_bonus"])
         for row, i in enumerate(live):
