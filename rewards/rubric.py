@@ -134,7 +134,7 @@ class RubricReward:
                 "satisfaction": None if sat is None else sat / 100.0,
                 "episode_at": best_episode[i] if done[i] else None,
             }
-            value = sum(w[k] * v for k, v in comps.items() if v is not None)
+            value = sum(w.get(k, 0.0) * v for k, v in comps.items() if v is not None)
             safe = checks[i].response_safe
             info = {"act_type": act_type, "act_category": acts[i].category, "crisis": crisis[i].crisis,
                     "crisis_type": crisis[i].crisis_type, "response_safe": safe, "proxy": "embedded rubric (not CTRS)"}
@@ -177,12 +177,12 @@ class RubricReward:
             penalty += c["role_confusion_penalty"]
         if s["previous_reply"] and reply.lower() == s["previous_reply"].strip().lower():
             penalty += c["repeat_penalty"]
-        elif echo >= c["repeat_similarity"]:
+        elif echo >= c.get("repeat_similarity", 1.01):
             penalty += c["repeat_penalty"]
         elif opening(reply) in {opening(r) for r in s["earlier_replies"]}:
             penalty += c.get("template_penalty", 0.0)
         penalty += c.get("self_repeat_penalty", 0.0) * repeated_trigrams(reply)
-        if move.off_task > 0 or move.keyword_list:
+        if (move.off_task > 0 or move.keyword_list) and c.get("off_task_penalty"):
             penalty += c["off_task_penalty"] * (1.0 if move.keyword_list else min(1.0, move.off_task / c["off_task_scale"]))
         judge_text = _judge_address(tuple(c.get("judge_address_patterns") or ()))
         if judge_text is not None and judge_text.search(reply):
