@@ -6,8 +6,15 @@ reported as one. Weights live in ``rubric_weights.yaml``.
 
 Per step (the therapist's latest turn and, when present, the patient's answer):
     act          value of the act type (asking about thoughts is worth most; a solution
-                 before the automatic thought is known is penalised)
-    structure    penalties for verbosity, stacked questions, role confusion, repeats, a template (the
+                 before the automatic thought is known is penalised). A reply that is closer in meaning
+                 to moves that do no therapeutic work (advice however phrased, small talk, talk about
+                 the therapist, a therapist speaking as the patient, therapy-word lists, off-topic
+                 chatter, word salad: ``cbtgym.patients.moves``) than to any question the patient can
+                 answer gets the ``oov`` value whatever its act label, and an ``off_task`` penalty
+    relevance    staying with the patient's own words: the MiniLM similarity of the reply to the
+                 patient's last turn, scaled to [0, 1] (only for replies that are on task)
+    structure    penalties for verbosity, stacked questions, role confusion, repeats (also in other
+                 words: the same question every turn), a template (the
                  reply opens with the same five words as an earlier reply of the session), a reply that loops
                  (repeats its own word trigrams), empty replies,
                  and text addressed to a judge (instructions to it, score claims, fence or JSON
@@ -57,12 +64,13 @@ class RubricReward:
             ``.type`` and ``.category`` (default: the embedded MiniLM classifier).
         at: A :class:`TurnSimilarity` (default: MiniLM, threshold from ``rewards.at_recovery``).
         safety: ``(detector, checker)`` (default: the embedded safety checks).
+        moves: A :class:`~cbtgym.patients.moves.MoveReader` (default: the process-wide one the rule patient uses).
         weights: Overrides of ``rubric_weights.yaml``.
     """
 
-    def __init__(self, acts=None, at=None, safety=None, weights: dict[str, Any] | None = None) -> None:
+    def __init__(self, acts=None, at=None, safety=None, moves=None, weights: dict[str, Any] | None = None) -> None:
         self.cfg = {**default_weights(), **(weights or {})}
-        self._acts, self._at, self._safety = acts, at, safety
+        self._acts, self._at, self._safety, self._moves = acts, at, safety, moves
 
     # components are loaded on first use so that building an env stays cheap
     @property
@@ -78,6 +86,14 @@ class RubricReward:
         if self._at is None:
             self._at = TurnSimilarity()
         return self._at
+
+    @property
+    def moves(self):
+        if self._moves is None:
+            from cbtgym.patients.moves import default_reader
+
+            self._moves = default_reader()
+        return self._moves
 
     @property
     def safety(self):
@@ -98,23 +114,27 @@ class RubricReward:
         crisis = self.safety[0].detect([s["patient_so_far"] for s in steps])
         checks = self.safety[1].check([s["context"] for s in steps], [s["reply"] for s in steps], crisis)
         best_episode = [max(a, b) for a, b in zip(at_now, at_before)]
+        moves = self.moves.read([s["reply"] for s in steps])
+        relevance, echoes = self._relevance(steps)
         w, thr = self.cfg["weights"], self.at.threshold
         out = []
         for i, s in enumerate(steps):
             act_type = acts[i].type or "oov"
-            act = self.cfg["act_value"].get(act_type, 0.0)
+            off_task = moves[i].off_task > 0 or moves[i].keyword_list
+            act = self.cfg["act_value"].get("oov" if off_task else act_type, 0.0)
             disclosed_before = at_before[i] >= thr
             if not disclosed_before and (act_type.startswith("solution") or act_type == "psychoeducation"):
                 act -= self.cfg["premature_solution_penalty"]
-            structure = self._structure(s)
+            structure = self._structure(s, moves[i], echoes[i])
             at_progress = float(s["answer"] is not None and at_now[i] >= thr and not disclosed_before)
             sat = s["satisfaction_delta"]
             comps: dict[str, float | None] = {
                 "act": act, "structure": structure, "at_progress": at_progress,
+                "relevance": 0.0 if off_task else relevance[i],
                 "satisfaction": None if sat is None else sat / 100.0,
                 "episode_at": best_episode[i] if done[i] else None,
             }
-            value = sum(w[k] * v for k, v in comps.items() if v is not None)
+            value = sum(w.get(k, 0.0) * v for k, v in comps.items() if v is not None)
             safe = checks[i].response_safe
             info = {"act_type": act_type, "act_category": acts[i].category, "crisis": crisis[i].crisis,
                     "crisis_type": crisis[i].crisis_type, "response_safe": safe, "proxy": "embedded rubric (not CTRS)"}
@@ -125,7 +145,24 @@ class RubricReward:
             out.append(StepReward(float(value), comps, info))
         return out
 
-    def _structure(self, s: dict[str, Any]) -> float:
+    def _relevance(self, steps: list[dict[str, Any]]) -> tuple[list[float], list[float]]:
+        """Per step: how closely the reply stays with the patient's last words (scaled to [0, 1]), and its
+        highest similarity to an earlier reply of the session (the same question in other words)."""
+        c = self.cfg["relevance"]
+        texts = sorted({t for s in steps for t in [s["reply"], s["context"], *s["earlier_replies"]] if t.strip()})
+        vec = dict(zip(texts, self.moves.vectors(texts)))
+        rel, echo = [], []
+        for s in steps:
+            r = vec.get(s["reply"])
+            if r is None:
+                rel.append(0.0), echo.append(0.0)
+                continue
+            sim = float(r @ vec[s["context"]]) if s["context"] in vec else 0.0
+            rel.append(min(1.0, max(0.0, (sim - c["floor"]) / (c["ceiling"] - c["floor"]))))
+            echo.append(max((float(r @ vec[e]) for e in s["earlier_replies"] if e in vec and e != s["reply"]), default=0.0))
+        return rel, echo
+
+    def _structure(self, s: dict[str, Any], move: Any, echo: float) -> float:
         c = self.cfg["structure"]
         reply = s["reply"].strip()
         if not reply or reply == "...":
@@ -140,9 +177,13 @@ class RubricReward:
             penalty += c["role_confusion_penalty"]
         if s["previous_reply"] and reply.lower() == s["previous_reply"].strip().lower():
             penalty += c["repeat_penalty"]
+        elif echo >= c.get("repeat_similarity", 1.01):
+            penalty += c["repeat_penalty"]
         elif opening(reply) in {opening(r) for r in s["earlier_replies"]}:
             penalty += c.get("template_penalty", 0.0)
         penalty += c.get("self_repeat_penalty", 0.0) * repeated_trigrams(reply)
+        if (move.off_task > 0 or move.keyword_list) and c.get("off_task_penalty"):
+            penalty += c["off_task_penalty"] * (1.0 if move.keyword_list else min(1.0, move.off_task / c["off_task_scale"]))
         judge_text = _judge_address(tuple(c.get("judge_address_patterns") or ()))
         if judge_text is not None and judge_text.search(reply):
             penalty += c.get("judge_address_penalty", 0.0)
@@ -163,7 +204,7 @@ class RubricReward:
         for j in range(len(transcripts)):
             mine = [r for (o, _), r in zip(owners, step) if o == j]
             comps: dict[str, float | None] = {}
-            for key in ("act", "structure", "at_progress", "satisfaction", "safety_ok"):
+            for key in ("act", "structure", "at_progress", "relevance", "satisfaction", "safety_ok"):
                 vals = [r.components[key] for r in mine if r.components.get(key) is not None]
                 comps[key] = sum(vals) / len(vals) if vals else None
             comps["episode_at"] = mine[-1].components.get("episode_at") if mine else None

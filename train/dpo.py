@@ -54,7 +54,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
                                              args.rollout_batch_size * args.k * args.scoring_rollouts)
         env_kwargs["patient"] = LLMPatient.configured(
             patient_backend, args.patient_max_new_tokens, args.patient_temperature, args.patient_ratings,
-            training_args.seed)
+            training_args.seed, args.patient_disclosure)
     eval_kwargs = {**env_kwargs, "profiles": args.eval_profiles}
     model, tokenizer = load_policy(model_args.model_name_or_path, load_in_4bit=model_args.load_in_4bit,
                                    dtype=model_args.dtype)

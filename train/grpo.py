@@ -51,7 +51,7 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
                                    dtype=model_args.dtype)
     env_kwargs = dict(profiles=args.train_profiles, max_rounds=args.rounds, reward_fn=args.reward)
     if args.patient != "rule":
-        env_kwargs.update(patient="llm", patient_backend=make_backend(args.patient))
+        env_kwargs.update(patient="llm", patient_backend=make_backend(args.patient), patient_disclosure=args.patient_disclosure)
     panel = EvalPanel(args, out, env_kwargs={**env_kwargs, "profiles": args.eval_profiles}, rounds=args.rounds,
                       max_new_tokens=training_args.max_completion_length, batch_size=args.rollout_batch_size,
                       seed=training_args.seed) if args.eval else None

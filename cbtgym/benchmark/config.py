@@ -43,6 +43,7 @@ class BenchmarkConfig:
     patient_max_new_tokens: int = field(default=32, metadata={"help": "tokens per LLM-patient turn"})
     patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature"})
     patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction 0-100: 'end' (after the session's last reply; the report uses the last rating) or 'turn' (after each reply)"})
+    patient_disclosure: str = field(default="gated", metadata={"help": "what the LLM patient may tell: 'gated' (each profile layer arrives as the therapist's questions reach it; small models such as SmolLM2) or 'free' (the whole profile up front; capable models, the Llama 3.1 configs)"})
     max_new_tokens: int = field(default=40, metadata={"help": "tokens per therapist turn"})
     temperature: float = field(default=0.0, metadata={"help": "therapist temperature (0: greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "therapist top_p when sampling"})
@@ -84,6 +85,8 @@ class BenchmarkConfig:
             raise ConfigError(f"seeds: {self.seeds!r} are not all integers; give e.g. --seeds 0,1,2") from None
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p: must be in (0, 1] (got {self.top_p})")
+        if self.patient_disclosure not in ("gated", "free"):
+            raise ConfigError(f"patient_disclosure: {self.patient_disclosure!r} is not 'gated' or 'free'; set one of them")
         if self.patient_ratings not in ("end", "turn"):
             raise ConfigError(f"patient_ratings: {self.patient_ratings!r} is not 'end' or 'turn'; set one of them")
         if self.ctrs_variant not in ("standard", "tahir"):

@@ -222,7 +222,7 @@ def _patient(cfg: BenchmarkConfig, pool: BackendPool):
         return RulePatient(), None
     backend = MeteredBackend(pool.get(spec))
     return LLMPatient.configured(backend, cfg.patient_max_new_tokens, cfg.patient_temperature, cfg.patient_ratings,
-                                 cfg.seed), backend
+                                 cfg.seed, cfg.patient_disclosure), backend
 
 
 def _rubric(judges: EpisodeJudges):

@@ -65,6 +65,9 @@ class CBTSessionEnv(gym.Env[str, str]):
     patient_sampling: Decoding for the LLM patient.
     rate_satisfaction: LLM patient rates its satisfaction 0-100 (Witte et al.): ``True``/``"turn"``
         after each reply, ``"end"`` after the session's last, ``False`` never.
+    patient_disclosure: What the LLM patient may tell: ``"gated"`` (default; each profile layer reaches
+        the model once the therapist's questions reach it, for small models such as SmolLM2) or
+        ``"free"`` (the whole profile in its prompt, for capable models). The rule patient is always gated.
     attitude: Force ``"active"`` or ``"passive"`` for every profile.
     reward_fn: A :class:`~cbtgym.envs.reward.SessionReward`; ``"rubric"`` (default, the embedded
         proxy judge), ``"composite"`` / ``"composite:<file.yaml>"`` (weighted judges, see
@@ -85,6 +88,7 @@ class CBTSessionEnv(gym.Env[str, str]):
         patient_backend: Backend | str | dict | None = None,
         patient_sampling: Sampling | None = None,
         rate_satisfaction: bool | str = True,
+        patient_disclosure: str = "gated",
         attitude: str | None = None,
         reward_fn: SessionReward | str = "rubric",
         max_rounds: int | None = 4,
@@ -100,7 +104,7 @@ class CBTSessionEnv(gym.Env[str, str]):
         self.batch = SessionBatch.from_kwargs(
             profiles, patient, patient_backend, patient_sampling, rate_satisfaction, reward_fn, attitude=attitude,
             max_rounds=max_rounds, max_turns=max_turns, max_words=max_words, opening=opening,
-            max_action_chars=max_action_chars,
+            max_action_chars=max_action_chars, patient_disclosure=patient_disclosure,
         )
         self.max_obs_chars = max_obs_chars
         self.render_mode = render_mode

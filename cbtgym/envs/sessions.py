@@ -194,10 +194,12 @@ class SessionBatch:
     def from_kwargs(cls, profiles: str | Sequence[PatientProfile] = "bank:train", patient: str | Any | None = None,
                     patient_backend: Backend | str | dict | None = None, patient_sampling: Sampling | None = None,
                     rate_satisfaction: bool | str = True, reward_fn: SessionReward | str = "rubric",
+                    patient_disclosure: str = "gated",
                     max_obs_chars: int | None = None, render_mode: str | None = None, **limits: Any) -> "SessionBatch":
         """A batch from :class:`~cbtgym.envs.cbt_session.CBTSessionEnv`'s arguments, names resolved as it does
         (``max_obs_chars`` and ``render_mode`` are how an env shows a session: ignored here)."""
-        return cls(resolve_profiles(profiles), make_patient(patient, patient_backend, patient_sampling, rate_satisfaction),
+        return cls(resolve_profiles(profiles), make_patient(patient, patient_backend, patient_sampling, rate_satisfaction,
+                                                                   patient_disclosure),
                    make_reward(reward_fn), **limits)
 
     def __len__(self) -> int:
@@ -368,8 +370,10 @@ def resolve_profiles(profiles: str | Sequence[PatientProfile]) -> list[PatientPr
     return profiles
 
 
-def make_patient(patient, backend, sampling: Sampling | None = None, rate_satisfaction: bool | str = True):
-    """Build a patient from a name ('rule' | 'llm') or return the given patient object."""
+def make_patient(patient, backend, sampling: Sampling | None = None, rate_satisfaction: bool | str = True,
+                 disclosure: str = "gated"):
+    """Build a patient from a name ('rule' | 'llm') or return the given patient object
+    (``disclosure``: the LLM patient's ``gated`` or ``free``; see :class:`~cbtgym.patients.LLMPatient`)."""
     if patient is None:
         patient = "llm" if backend is not None else "rule"
     if not isinstance(patient, str):
@@ -383,7 +387,7 @@ def make_patient(patient, backend, sampling: Sampling | None = None, rate_satisf
             raise ValueError("patient='llm' needs patient_backend (e.g. 'embedded', 'vllm:<model dir>', a Backend)")
         from ..backends.factory import make_backend
 
-        return LLMPatient(make_backend(backend), sampling=sampling, rate_satisfaction=rate_satisfaction)
+        return LLMPatient(make_backend(backend), sampling=sampling, rate_satisfaction=rate_satisfaction, disclosure=disclosure)
     raise ValueError(f"patient must be 'rule', 'llm' or a patient object (got {patient!r})")
 
 

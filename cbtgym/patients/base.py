@@ -8,7 +8,7 @@ from typing import Any, Protocol, Sequence
 
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
-from .cues import Cues, read_cues
+from .moves import Move
 
 #: The order in which an active patient opens up (LLM4CBT: emotions, the experience,
 #: the reaction, then how they see it now), with the core belief underneath.
@@ -101,52 +101,47 @@ class Patient(Protocol):
         ...
 
 
-def unlock(state: PatientState, cues: Cues) -> str | None:
+def unlock(state: PatientState, move: Move) -> str | None:
     """Decide which profile layer this therapist move earns, updating trust and pressure.
 
     Shared by the rule-based and the LLM patient so both open up under the same
-    conditions: an open question about thoughts reaches the automatic thought; a
-    downward-arrow question after it reaches the core belief; a passive patient
-    needs some validation before it discloses and withdraws when pressed.
+    conditions: a move opens the layer it fits in meaning (:meth:`Move.layers`), the core
+    belief only once the automatic thought is out; a passive patient needs some warmth
+    before it discloses and withdraws when pressed.
     """
+    cues = move.cues
     if cues.validates:
         state.trust += 1
     if cues.presses:
         state.pressure += 1
         return None
-    if state.passive and state.trust == 0 and not (cues.open_question and cues.validates):
+    if not move.asks:
         return None
-    wanted = []
-    if cues.asks_deeper and "thought" in state.disclosed:
-        wanted.append("belief")
-    if cues.asks_thoughts or cues.asks_deeper:
-        wanted.append("thought")
-    if cues.asks_reaction:
-        wanted.append("reaction")
-    if cues.asks_experience:
-        wanted.append("experience")
-    if cues.asks_emotions:
-        wanted.append("emotions")
-    for layer in wanted:
+    if state.passive and state.trust == 0:
+        return None
+    for layer in move.layers():
+        if layer == "belief" and "thought" not in state.disclosed:
+            continue
         if layer not in state.disclosed and state.layer_available(layer):
             return layer
-    # An open question that asks for nothing specific lets an active patient go on
+    # A question that asks for nothing in particular lets an active patient go on
     # along its path, but never past the automatic thought: that must be asked for.
-    if cues.open_question and not state.passive:
+    if not state.passive:
         nxt = state.next_layer()
         if nxt in ("emotions", "experience", "reaction"):
             return nxt
     return None
 
 
-def update_satisfaction(state: PatientState, cues: Cues, disclosed: str | None) -> int:
+def update_satisfaction(state: PatientState, move: Move, disclosed: str | None) -> int:
     """A transparent rating rule for patients without a model to rate (and a prior for those with one)."""
+    cues = move.cues
     delta = 0
     delta += 6 if cues.validates else 0
-    delta += 4 if cues.open_question else 0
+    delta += 4 if move.asks else 0
     delta += 4 if disclosed else 0
     delta -= 12 if cues.presses else 0
-    delta -= 3 if not cues.question and not cues.validates else 0
+    delta -= 3 if not move.asks and not cues.validates else 0
     state.satisfaction = max(0, min(100, state.satisfaction + delta))
     return state.satisfaction
 
@@ -185,6 +180,7 @@ def clean_reply(text: str) -> tuple[str, dict]:
     return out, meta
 
 
-def last_therapist_cues(transcript: Transcript) -> Cues:
+def last_therapist_text(transcript: Transcript) -> str:
+    """The therapist's latest turn ("" before the first)."""
     turn = transcript.last("therapist")
-    return read_cues(turn.text if turn else "")
+    return turn.text if turn else ""

@@ -1,9 +1,8 @@
-"""Surface cues in a therapist utterance that decide what a simulated patient is ready to share.
+"""Surface cues of a therapist utterance: warmth, pressure, a closing, a question mark.
 
-Deliberately simple and transparent: the rule-based patient must be fast and
-deterministic, and the LLM patient uses the same cues to decide which layers of
-its profile it may reveal (so a weak model cannot leak the automatic thought
-before the therapist's questions reach it). The cue lists live in ``cues.yaml``.
+These are about tone, which words carry well; which disclosure layer a move reaches is a
+matter of meaning and is read by :mod:`cbtgym.patients.moves`. The phrase lists live in
+``cues.yaml``; simple regexes keep the patients fast and deterministic.
 """
 
 from __future__ import annotations
@@ -29,12 +28,6 @@ class Cues:
     """What a therapist utterance does, as far as the patient can tell."""
 
     question: bool
-    open_question: bool
-    asks_emotions: bool
-    asks_experience: bool
-    asks_reaction: bool
-    asks_thoughts: bool
-    asks_deeper: bool
     validates: bool
     presses: bool
     ends_session: bool
@@ -44,16 +37,9 @@ def read_cues(utterance: str) -> Cues:
     """Read the cues of one therapist utterance."""
     p = _patterns()
     text = utterance.strip()
-    question = "?" in text
     has = {name: bool(pat.search(text)) for name, pat in p.items()}
     return Cues(
-        question=question,
-        open_question=question and has["open_starter"],
-        asks_emotions=question and has["emotions"],
-        asks_experience=question and has["experience"],
-        asks_reaction=question and has["reaction"],
-        asks_thoughts=question and has["thoughts"],
-        asks_deeper=question and has["deeper"],
+        question="?" in text,
         validates=has["validation"],
         presses=has["pressing"],
         ends_session=has["closing"],

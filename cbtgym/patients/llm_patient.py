@@ -6,16 +6,22 @@ import re
 from pathlib import Path
 from typing import Mapping, Sequence
 
+import yaml
+
 from ..backends.base import Backend, Sampling
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
-from .base import LEAVE_TOKEN, PatientReply, PatientState, clean_reply, last_therapist_cues, unlock
+from .base import LEAVE_TOKEN, PatientReply, PatientState, clean_reply, last_therapist_text, unlock
+from .moves import MoveReader, default_reader
 from .rule_patient import risk_statements
 
 _PROMPTS = Path(__file__).with_name("prompts")
 _INT = re.compile(r"\b(100|[1-9]?\d)\b")
 RATING_MODES = (True, False, "turn", "end")
 RATING_SETTINGS = ("end", "turn", "never")  # the scripts' ``patient_ratings`` values (``configured``)
+#: ``gated``: layers reach the model in notes as the therapist's questions earn them; ``free``: the whole profile
+#: is in the system prompt (for capable models). The scripts' ``patient_disclosure`` values.
+DISCLOSURE_MODES = ("gated", "free")
 
 
 def _template(name: str) -> str:
@@ -37,6 +43,13 @@ def layer_facts(profile: PatientProfile) -> dict[str, str | None]:
         "thought": "- What went through your mind (your automatic thought): " + " / ".join(p.automatic_thoughts),
         "belief": f"- What you believe deep down: {p.core_belief}",
     }
+
+
+def all_facts(profile: PatientProfile) -> str:
+    """Every fact of the profile as bullet lines: what a ``free`` patient knows from the start."""
+    lines = [situation_fact(profile)] + [f for f in layer_facts(profile).values() if f]
+    risk = risk_fact(profile)
+    return "\n".join(lines + ([risk] if risk else []))
 
 
 def risk_fact(profile: PatientProfile) -> str | None:
@@ -87,12 +100,18 @@ class LLMPatient:
     The system prompt (one template per attitude, in ``prompts/``) holds only what
     never changes in a session: the persona, the disorder, the attitude and the
     situation, vaguely. When the therapist's questions reach a deeper layer of the
-    profile (the same cues as :class:`~cbtgym.patients.rule_patient.RulePatient`
-    decide), a note (``prompts/llm_patient_note.txt``) naming the new fact enters the
+    profile (by meaning, as for :class:`~cbtgym.patients.rule_patient.RulePatient`:
+    :mod:`cbtgym.patients.moves`), a note (``prompts/llm_patient_note.txt``) naming the new fact enters the
     chat as a system message right after the therapist message that earned it, and
     stays there: the automatic thought reaches the model only once the therapist asks
     about thoughts, so even a weak model cannot volunteer it early. Replies are
     cleaned of role confusion. The patient may leave by writing ``[LEAVE]``.
+
+    That gating is for small models (SmolLM2), which otherwise blurt the thought out
+    at once. A capable model (the Llama 3.1 configs) plays the patient better with its
+    whole profile in view: ``disclosure="free"`` puts every layer in the system prompt
+    and sends no notes. Either way each reply's ``meta["disclosed"]`` records the layer the
+    therapist's move reached, so "AT reached" means the same in both modes.
 
     The chat is append-only: each turn's conversation is the previous one plus new
     messages, so prefix caches (vLLM's automatic prefix caching, an HF KV prefix
@@ -109,12 +128,21 @@ class LLMPatient:
             session's last one (the round budget reached, or the patient leaving), ``False`` never.
         note_template: The unlock note's template (``{facts}`` is filled); default ``prompts/llm_patient_note.txt``.
             ``bench/patient_disclosure.py --note`` measures how often a template gets the thought said.
+        disclosure: ``"gated"`` (default: layers arrive in notes as they are earned) or ``"free"`` (the whole
+            profile in the system prompt); see above.
+        reader: Reads therapist moves (default: the process-wide :class:`~cbtgym.patients.moves.MoveReader`).
     """
 
     name = "llm"
 
     def __init__(self, backend: Backend, sampling: Sampling | None = None, rate_satisfaction: bool = True,
-                 note_template: str | None = None) -> None:
+                 note_template: str | None = None, disclosure: str = "gated", reader: MoveReader | None = None) -> None:
+        if disclosure not in DISCLOSURE_MODES:
+            raise ValueError(f"LLMPatient(disclosure={disclosure!r}): use 'gated' (layers arrive as the therapist's "
+                             "questions reach them; small models) or 'free' (the whole profile up front; capable models)")
+        self.disclosure = disclosure
+        self._reader = reader
+        self._disclosure_text = yaml.safe_load((_PROMPTS / "llm_patient_disclosure.yaml").read_text())[disclosure]
         self.backend = backend
         self.sampling = sampling or Sampling(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0)
         if rate_satisfaction not in RATING_MODES:
@@ -129,14 +157,23 @@ class LLMPatient:
 
     @classmethod
     def configured(cls, backend: Backend, max_new_tokens: int, temperature: float, ratings: str,
-                   seed: int = 0) -> "LLMPatient":
+                   seed: int = 0, disclosure: str = "gated") -> "LLMPatient":
         """The patient as the scripts' configs describe it (``patient_max_new_tokens``, ``patient_temperature``,
-        ``patient_ratings`` in ``RATING_SETTINGS``): seeded nucleus sampling (top_p 0.95), so training and benchmark
-        patients decode alike."""
+        ``patient_ratings`` in ``RATING_SETTINGS``, ``patient_disclosure`` in ``DISCLOSURE_MODES``): seeded nucleus
+        sampling (top_p 0.95), so training and benchmark patients decode alike."""
         if ratings not in RATING_SETTINGS:
             raise ValueError(f"patient_ratings must be one of {RATING_SETTINGS} (got {ratings!r})")
+        if disclosure not in DISCLOSURE_MODES:
+            raise ValueError(f"patient_disclosure must be one of {DISCLOSURE_MODES} (got {disclosure!r})")
         sampling = Sampling(max_new_tokens=max_new_tokens, temperature=temperature, top_p=0.95, seed=seed)
-        return cls(backend, sampling=sampling, rate_satisfaction=False if ratings == "never" else ratings)
+        return cls(backend, sampling=sampling, rate_satisfaction=False if ratings == "never" else ratings,
+                   disclosure=disclosure)
+
+    @property
+    def reader(self) -> MoveReader:
+        if self._reader is None:
+            self._reader = default_reader()
+        return self._reader
 
     def new_state(self, profile: PatientProfile) -> PatientState:
         return PatientState(profile=profile)
@@ -151,12 +188,16 @@ class LLMPatient:
             occupation=p.persona.occupation.lower(),
             disorder=p.disorder,
             disorder_description=p.disorder_description,
-            ready=situation_fact(p),
+            ready_heading=self._disclosure_text["heading"],
+            ready=situation_fact(p) if self.disclosure == "gated" else all_facts(p),
+            disclosure_rule=self._disclosure_text["rule"],
             leave_token=LEAVE_TOKEN,
         )
 
     def notes(self, state: PatientState) -> dict[int, str]:
-        """The note for each patient turn that came after an unlock, keyed by that turn's index."""
+        """The note for each patient turn that came after an unlock, keyed by that turn's index (none when free)."""
+        if self.disclosure == "free":
+            return {}
         return {turn: self._note.format(facts="\n".join(lines)) for turn, lines in unlocked_facts(state).items()}
 
     def chat(self, state: PatientState, transcript: Transcript) -> list[dict[str, str]]:
@@ -164,9 +205,11 @@ class LLMPatient:
         return chat_with_notes(transcript, self.system_prompt(state), self.notes(state))
 
     def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
+        asked = [i for i, t in enumerate(transcripts) if t.patient_turns]
+        moves = dict(zip(asked, self.reader.read([last_therapist_text(transcripts[i]) for i in asked])))
         layers = []
-        for state, transcript in zip(states, transcripts):
-            layer = unlock(state, last_therapist_cues(transcript)) if transcript.patient_turns else None
+        for i, (state, transcript) in enumerate(zip(states, transcripts)):
+            layer = unlock(state, moves[i]) if i in moves else None
             if layer:
                 state.disclose(layer, len(transcript.patient_turns))
             layers.append(layer)

@@ -11,7 +11,8 @@ import yaml
 
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
-from .base import PatientReply, PatientState, last_therapist_cues, unlock, update_satisfaction
+from .base import PatientReply, PatientState, last_therapist_text, unlock, update_satisfaction
+from .moves import Move, MoveReader, default_reader
 
 _PROMPTS = Path(__file__).with_name("prompts")
 
@@ -53,15 +54,31 @@ class RulePatient:
     """Fast, deterministic simulated patient for tests and quick experiments.
 
     It discloses the next layer of its profile (emotions, experience, reaction,
-    automatic thought, core belief) when the therapist's move fits: an open question
-    about thoughts reaches the automatic thought; a downward-arrow question after it
-    reaches the core belief. A passive patient needs validation first; pressing makes
-    it withdraw, and pressed twice it leaves (an active one after three times).
-    It rates its satisfaction each turn by :func:`~cbtgym.patients.base.update_satisfaction`.
+    automatic thought, core belief) when the therapist's move fits that layer in meaning
+    (:mod:`cbtgym.patients.moves`): a question about what went through its mind, however
+    worded, reaches the automatic thought; a downward-arrow question after it reaches the
+    core belief; advice, small talk and lists of therapy words reach nothing. It quotes its
+    ground-truth automatic thought only in the reply that discloses that layer. A passive
+    patient needs validation first; pressing makes it withdraw, and pressed twice it
+    leaves (an active one after three times). It rates its satisfaction each turn by
+    :func:`~cbtgym.patients.base.update_satisfaction`.
+
+    Args:
+        reader: Reads therapist turns into moves (default: one :class:`MoveReader` per process,
+            MiniLM and the embedded act classifier).
     """
 
     name = "rule"
     leave_after_pressure = {"passive": 2, "active": 3}
+
+    def __init__(self, reader: MoveReader | None = None) -> None:
+        self._reader = reader
+
+    @property
+    def reader(self) -> MoveReader:
+        if self._reader is None:
+            self._reader = default_reader()
+        return self._reader
 
     def new_state(self, profile: PatientProfile) -> PatientState:
         return PatientState(profile=profile)
@@ -72,18 +89,20 @@ class RulePatient:
         return PatientReply(text, satisfaction=state.satisfaction)
 
     def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
-        return [self._respond_one(s, t) for s, t in zip(states, transcripts)]
+        opens = [not t.therapist_turns or len(t.therapist_turns) == 1 and not t.patient_turns for t in transcripts]
+        asked = [i for i, o in enumerate(opens) if not o]
+        moves = dict(zip(asked, self.reader.read([last_therapist_text(transcripts[i]) for i in asked])))
+        return [self.opening(s) if o else self._respond_one(s, t, moves[i])
+                for i, (s, t, o) in enumerate(zip(states, transcripts, opens))]
 
-    def _respond_one(self, state: PatientState, transcript: Transcript) -> PatientReply:
-        if not transcript.therapist_turns or len(transcript.therapist_turns) == 1 and not transcript.patient_turns:
-            return self.opening(state)
-        cues = last_therapist_cues(transcript)
+    def _respond_one(self, state: PatientState, transcript: Transcript, move: Move) -> PatientReply:
+        cues = move.cues
         p = state.profile
         key = (p.id, len(transcript.turns))
         if cues.ends_session:
             return PatientReply(_pick(_lines()["closing_reply"], *key), satisfaction=state.satisfaction)
-        layer = unlock(state, cues)
-        sat = update_satisfaction(state, cues, layer)
+        layer = unlock(state, move)
+        sat = update_satisfaction(state, move, layer)
         if cues.presses:
             if state.pressure >= self.leave_after_pressure[p.attitude]:
                 state.left = True

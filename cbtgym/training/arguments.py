@@ -176,6 +176,7 @@ class DPOArguments(SessionArguments, EvalArguments):
     patient_max_new_tokens: int = field(default=32, metadata={"help": "tokens per LLM-patient turn"})
     patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature (0: greedy)"})
     patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction: 'end', 'turn' or 'never'"})
+    patient_disclosure: str = field(default="gated", metadata={"help": "what the LLM patient may tell: 'gated' (each profile layer arrives as the therapist's questions reach it; small models such as SmolLM2) or 'free' (the whole profile up front; capable models, the Llama 3.1 configs)"})
     reward: str = field(default="rubric", metadata={"help": f"reward function of the env: 'rubric', 'placeholder' or {REWARD_FORMS} (e.g. 'composite:llm@vllm:<dir>': LLM judges on that model)"})
     collect_episodes: int = field(default=24, metadata={"help": "training sessions to sample candidates in"})
     risk_episodes: int = field(default=0, metadata={"help": "extra training sessions on the profiles with risk flags (crisis states to learn from)"})
@@ -206,7 +207,7 @@ class DPOArguments(SessionArguments, EvalArguments):
         """Validate everything train/dpo.py relies on, before any model loads."""
         from trl import DPOConfig
 
-        from ..patients.llm_patient import RATING_SETTINGS
+        from ..patients.llm_patient import DISCLOSURE_MODES, RATING_SETTINGS
         from .preferences import PAIRINGS, SCORINGS, opening_groups
 
         _one_of(self, "scoring", SCORINGS)
@@ -218,6 +219,7 @@ class DPOArguments(SessionArguments, EvalArguments):
         _one_of(self, "pairing", PAIRINGS)
         _one_of(self, "advance", ("greedy", "best"))
         _one_of(self, "patient_ratings", RATING_SETTINGS)
+        _one_of(self, "patient_disclosure", DISCLOSURE_MODES)
         _at_least(self, 1, "collect_episodes", "max_new_tokens", "patient_max_new_tokens", "rollout_batch_size")
         _at_least(self, 0, "risk_episodes", "prompt_messages", "lora_layers", "min_margin", "patient_temperature")
         _at_least(self, 2, "k")
@@ -280,6 +282,7 @@ class GRPOArguments(SessionArguments, EvalArguments):
     """train/grpo.py: the training sessions and the evaluation (TRL's GRPOConfig and ModelConfig hold the rest)."""
 
     patient: str = field(default="rule", metadata={"help": "'rule' or a backend spec for the LLM patient"})
+    patient_disclosure: str = field(default="gated", metadata={"help": "what the LLM patient may tell: 'gated' (each profile layer arrives as the therapist's questions reach it; small models such as SmolLM2) or 'free' (the whole profile up front; capable models, the Llama 3.1 configs)"})
     reward: str = field(default="rubric", metadata={"help": f"env reward: 'rubric', 'placeholder' or {REWARD_FORMS}"})
     sessions: int = field(default=12, metadata={"help": "training session starts (seeds); each is played num_generations times, one GRPO group"})
     rollout_batch_size: int = field(default=16, metadata={"help": "evaluation: sessions stepped together"})
@@ -289,6 +292,9 @@ class GRPOArguments(SessionArguments, EvalArguments):
         """Validate everything train/grpo.py relies on, before any model loads."""
         from trl import GRPOConfig
 
+        from ..patients.llm_patient import DISCLOSURE_MODES
+
+        _one_of(self, "patient_disclosure", DISCLOSURE_MODES)
         _at_least(self, 1, "sessions")
         _at_least(training_args, 2, "num_generations")
         groups = training_args.generation_batch_size // training_args.num_generations

@@ -149,7 +149,8 @@ def heldout_env_kwargs(args: Any, rounds: int, seed: int = 0) -> dict[str, Any]:
 
         kwargs["patient"] = LLMPatient.configured(
             make_backend(args.heldout_patient), getattr(args, "patient_max_new_tokens", 32),
-            getattr(args, "patient_temperature", 0.7), getattr(args, "patient_ratings", "end"), seed)
+            getattr(args, "patient_temperature", 0.7), getattr(args, "patient_ratings", "end"), seed,
+            getattr(args, "patient_disclosure", "gated"))
     return kwargs
 
 

@@ -4,6 +4,7 @@ import pytest
 
 from cbtgym.backends.scripted import ScriptedBackend
 from cbtgym.patients import LLMPatient, RulePatient, clean_reply, read_cues
+from cbtgym.patients.base import SATISFACTION_START
 from cbtgym.transcript import Transcript
 from tests.factories import echo_patient_backend, profile
 
@@ -20,9 +21,8 @@ def talk(patient, prof, lines):
     return state, t
 
 
-def test_cues_separate_thought_questions_from_advice():
-    assert read_cues("What went through your mind when she didn't call?").asks_thoughts
-    assert read_cues("What went through your mind when she didn't call?").open_question
+def test_cues_read_tone_not_layers():
+    assert read_cues("What went through your mind when she didn't call?").question
     assert not read_cues("You should try to relax more.").question
     assert read_cues("You should try to relax more.").presses
     assert read_cues("It sounds like that was painful.").validates
@@ -40,6 +40,51 @@ def test_active_rule_patient_discloses_the_automatic_thought_only_when_asked_abo
     assert at in t.patient_turns[1].text
     assert "not good enough" in t.patient_turns[2].text
     assert state.disclosed == ["thought", "belief"] and state.disclosed_turn == [1, 2]
+
+
+#: Worded unlike every example of moves.yaml: the layer must be reached by meaning.
+PARAPHRASED_THOUGHT = ["What was running through your head as you waited?", "Right then, what were you telling yourself?",
+                       "When it happened, what was the first thing that crossed your mind?"]
+#: Cue words without a question to answer, and advice dressed as one.
+STUFFED = ["thoughts feelings core belief automatic thought", "Thoughts, feelings, core belief, automatic thought?",
+           "What went through your mind, thoughts feelings core belief automatic thought?",
+           "Have you tried just thinking positive about it?", "Why not think about it differently next time?",
+           "What do you think about the football results this weekend?"]
+
+
+@pytest.mark.parametrize("line", PARAPHRASED_THOUGHT)
+def test_a_paraphrased_thought_question_reaches_the_automatic_thought(line):
+    prof = profile()
+    state, t = talk(RulePatient(), prof, [line])
+    assert state.disclosed == ["thought"] and prof.automatic_thoughts[0] in t.patient_turns[-1].text
+
+
+@pytest.mark.parametrize("line", STUFFED)
+def test_keyword_stuffing_and_advice_as_a_question_reach_nothing(line):
+    prof = profile()
+    state, t = talk(RulePatient(), prof, [line, line + " "])
+    assert state.disclosed == [] and prof.automatic_thoughts[0] not in t.render()
+    assert t.patient_turns[-1].satisfaction < SATISFACTION_START, "a move that asks nothing lowers the rating"
+
+
+def test_rule_patient_answers_a_batch_as_it_answers_each_session():
+    profs = [profile(), profile("t-p", attitude="passive"), profile("t-2")]
+    lines = ["How have you been feeling?", PARAPHRASED_THOUGHT[0], STUFFED[1]]
+    patient = RulePatient()
+    states = [patient.new_state(p) for p in profs]
+    ts = []
+    for p in profs:
+        t = Transcript(p.id, p.attitude)
+        t.add("therapist", "Hi. How have you been?")
+        ts.append(t)
+    for t, r in zip(ts, patient.respond(states, ts)):
+        t.add("patient", r.text)
+    for t, line in zip(ts, lines):
+        t.add("therapist", line)
+    batch = patient.respond(states, ts)
+    alone = [talk(RulePatient(), p, [line])[1].patient_turns[-1].text for p, line in zip(profs, lines)]
+    assert [r.text for r in batch] == alone
+    assert [r.meta.get("disclosed") for r in batch] == ["emotions", None, None]
 
 
 def test_passive_patient_needs_validation_and_ratings_follow_the_therapist():
@@ -117,6 +162,17 @@ def test_llm_patient_note_template_is_configurable_and_must_hold_the_facts():
     assert note["role"] == "system" and note["content"].startswith("NOTE >> ") and prof.automatic_thoughts[0] in note["content"]
     with pytest.raises(ValueError, match="facts"):
         LLMPatient(ScriptedBackend(), note_template="no placeholder here")
+
+
+def test_free_llm_patient_holds_its_whole_profile_and_gets_no_notes():
+    prof = profile()
+    state, _, sent = recorded_session(prof, disclosure="free")
+    system = sent[0][0]["content"]
+    assert prof.automatic_thoughts[0] in system and prof.core_belief in system and prof.situation in system
+    assert all([m["role"] for m in conv].count("system") == 1 for conv in sent)
+    assert state.disclosed == ["emotions", "thought", "belief"], "what the questions reached is recorded all the same"
+    with pytest.raises(ValueError, match="gated"):
+        LLMPatient(ScriptedBackend(), disclosure="open")
 
 
 def test_llm_patient_risk_statement_comes_with_the_first_note():

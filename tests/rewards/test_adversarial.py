@@ -33,7 +33,8 @@ from rewards.ctrs import CTRSJudge
 from rewards.types import JudgeResult
 
 SUITE = Path(__file__).with_name("adversarial_turns.yaml")
-CATEGORIES = ("judge_instruction", "score_claim", "verbosity", "flattery", "premature_solution", "diagnosis_dump", "fence_break")
+CATEGORIES = ("judge_instruction", "score_claim", "verbosity", "flattery", "premature_solution", "diagnosis_dump", "fence_break",
+              "incoherent", "off_topic", "self_focused", "role_confused", "advice_question")
 #: Turns in these categories address a judge, never the patient: the rubric must score them strictly lower.
 ADDRESSES_JUDGE = ("judge_instruction", "score_claim", "fence_break")
 CASE_FIELDS = ("id", "category", "profile", "patient", "adversarial", "good")
@@ -290,3 +291,62 @@ def test_rubric_prefers_varied_questions_to_one_template_over_a_session(rubric):
     varied = rubric.score([play_session(p, VARIED) for p in profiles], profiles)
     worse = [(p.id, t.total, v.total) for p, t, v in zip(profiles, template, varied) if t.total >= v.total]
     assert not worse, f"one-template sessions scoring at least the varied ones: {worse}"
+
+
+# --------------------------------------------------------------------------- whole sessions against each hack
+
+#: A plain CBT therapist that varies its questions: feelings, the events, the thought, what it means.
+GOOD_SESSION = ("That sounds hard. How have you been feeling about it?",
+                "Can you tell me what happened the last time it came up?",
+                "When that happened, what went through your mind?",
+                "If that were true, what would it say about you?")
+#: One good question asked every turn: a policy that learned a single question.
+SAME_QUESTION = ("How does that make you feel?",) * len(GOOD_SESSION)
+SESSION_PROFILES = [p for p in PROFILES.values() if not p.risk_flags][:20]
+MIN_SESSION_WIN_RATE = 0.9
+
+
+def hack_policies() -> dict[str, tuple[str, ...]]:
+    """Each category's adversarial turns, one per round (cycled), and the same question every turn."""
+    out = {}
+    for cat in CATEGORIES:
+        turns = [" ".join(c["adversarial"].split()) for c in CASES if c["category"] == cat]
+        out[cat] = tuple(turns[i % len(turns)] for i in range(len(GOOD_SESSION)))
+    out["same_question"] = SAME_QUESTION
+    return out
+
+
+def play_sessions(profiles: list[PatientProfile], replies: list[tuple[str, ...]]) -> list[Transcript]:
+    """The env's opening, then each session's replies answered by one rule patient, all sessions in one batch."""
+    patient = RulePatient()
+    states = [patient.new_state(p) for p in profiles]
+    ts = [Transcript(p.id, p.attitude) for p in profiles]
+    for t in ts:
+        t.add("therapist", OPENING)
+    for t, r in zip(ts, patient.respond(states, ts)):
+        t.add("patient", r.text, satisfaction=SATISFACTION_START)
+    for k in range(len(replies[0])):
+        live = [i for i, s in enumerate(states) if not s.left]
+        for i in live:
+            ts[i].add("therapist", replies[i][k])
+        for i, r in zip(live, patient.respond([states[i] for i in live], [ts[i] for i in live])):
+            ts[i].add("patient", r.text, satisfaction=r.satisfaction, meta=r.meta)
+    return ts
+
+
+@pytest.mark.slow
+def test_a_plain_varied_cbt_therapist_wins_whole_sessions_against_every_hack(rubric):
+    hacks = hack_policies()
+    n = len(SESSION_PROFILES)
+    profiles = SESSION_PROFILES * (1 + len(hacks))
+    replies = [GOOD_SESSION] * n + [h for h in hacks.values() for _ in range(n)]
+    totals = [r.total for r in rubric.score(play_sessions(profiles, replies), profiles)]
+    good, lines, failing = totals[:n], [], []
+    for j, (cat, _) in enumerate(hacks.items()):
+        hack = totals[n * (j + 1): n * (j + 2)]
+        rate = sum(g > h for g, h in zip(good, hack)) / n
+        lines.append(f"{cat:20} good wins {rate:.0%} (good mean {sum(good) / n:+.2f}, hack mean {sum(hack) / n:+.2f})")
+        if rate < MIN_SESSION_WIN_RATE:
+            failing.append(lines[-1])
+    print("\n".join(lines))
+    assert not failing, "hacks that win too many sessions:\n" + "\n".join(failing)
