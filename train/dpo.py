@@ -78,6 +78,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
             greedy_anchor=args.pairing != "extremes", explore_prefixes=args.explore_prefixes,
             advance_best=args.advance == "best", progress=bar.update, **env_kwargs)
         timings["collect_s"] = time.time() - t
+    base.close()  # its prompt-state cache would sit beside the training activations
     pairs = pairs_from_candidates(cand_path, args.min_margin, args.pairing)
     if not pairs:
         raise SystemExit(f"error: min_margin: no pair reached {args.min_margin}; sample more candidates (--k), "

@@ -15,8 +15,9 @@ from .gqa_attention import gqa_attention
 from .kv_decoding import KVDecoder, applies as kv_decoding_applies
 from .prefix_cache import PrefixCache
 
-#: Prefix cache budget of a model HFBackend loads itself (SmolLM2-135M: ~46 KB a token, ~90k tokens).
-DEFAULT_PREFIX_CACHE_GB = 4.0
+#: Prefix cache budget of a model HFBackend loads itself (SmolLM2-135M: ~46 KB a token, ~45k tokens: a batch of
+#: 16 sessions of ~700 tokens with room to spare; each GB here is a GB of peak RSS in the DPO default).
+DEFAULT_PREFIX_CACHE_GB = 2.0
 
 
 def default_device() -> str:

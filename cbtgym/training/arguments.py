@@ -30,7 +30,7 @@ _COMMON_DEFAULTS: dict[str, Any] = dict(
     seed=0, bf16=False, save_total_limit=2, report_to=["wandb"])
 DPO_DEFAULTS: dict[str, Any] = dict(
     _COMMON_DEFAULTS, output_dir="outputs/dpo-smollm2", learning_rate=1e-3, beta=0.1, loss_type=["sigmoid", "sft"],
-    num_train_epochs=1.0, per_device_train_batch_size=4, gradient_accumulation_steps=1, max_length=640,
+    num_train_epochs=1.0, per_device_train_batch_size=2, gradient_accumulation_steps=2, max_length=640,
     precompute_ref_log_probs=True, gradient_checkpointing=False, logging_steps=5, save_steps=25, lr_scheduler_type="constant_with_warmup",
     warmup_steps=2)
 SFT_DEFAULTS: dict[str, Any] = dict(

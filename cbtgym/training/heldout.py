@@ -200,7 +200,6 @@ class EvalPanel:
         self.rounds, self.max_new_tokens, self.batch_size, self.seed = rounds, max_new_tokens, batch_size, seed
         self.specs = eval_specs(args.eval_profiles, args.eval_attitudes, args.eval_seeds, args.eval_limit)
         self.heldout_on = args.heldout_patient != HELDOUT_OFF
-        self._heldout_kwargs: dict[str, Any] | None = None
         self.episodes: dict[str, list[dict[str, Any]]] = {}
         self.heldout: dict[str, list[dict[str, Any]]] = {}
         self.crisis: dict[str, list[dict[str, Any]]] = {}
@@ -236,11 +235,16 @@ class EvalPanel:
             self.timings[f"crisis_{side}_s"] = time.time() - t
         if self.heldout_on:
             t = time.time()
-            if self._heldout_kwargs is None:  # one held-out patient (and its model) for both sides
-                self._heldout_kwargs = heldout_env_kwargs(a, self.rounds, self.seed)
+            # the held-out patient's model lives for one side only: training in between needs the memory
+            heldout_kwargs = heldout_env_kwargs(a, self.rounds, self.seed)
             specs = eval_specs(a.eval_profiles, a.eval_attitudes, a.eval_seeds, a.heldout_limit)
-            self.heldout[side] = self._sessions(policy, specs, f"eval_heldout_{side}", f"held-out {side}",
-                                                self._heldout_kwargs)
+            try:
+                self.heldout[side] = self._sessions(policy, specs, f"eval_heldout_{side}", f"held-out {side}",
+                                                    heldout_kwargs)
+            finally:
+                close = getattr(getattr(heldout_kwargs.get("patient"), "backend", None), "close", None)
+                if close is not None:
+                    close()
             self.timings[f"heldout_{side}_s"] = time.time() - t
         if guard is not None:
             t = time.time()
