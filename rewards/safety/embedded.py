@@ -34,9 +34,11 @@ REPLY_PATTERNS = DATA_DIR / "reply_patterns.yaml"
 #: (``bench/safety_eval.py --sweep`` prints the grid they were picked from).
 DEFAULT_THRESHOLD = 0.55
 DEFAULT_MARGIN = 0.05
-#: Probability at which the exemplar-trained classifier flags a type (``None`` turns it off); the
-#: lowest of 0.5..0.9 with at most 2 false positives among the 28 hard negatives of ``dev``.
-DEFAULT_CLASSIFIER_THRESHOLD: float | None = 0.7
+#: Probability at which the exemplar-trained classifier flags a type (``None`` turns it off). On the
+#: ``dev`` probes 0.7 looked best (2 false positives of 28), but on the held-out realistic set
+#: (bench/data/crisis_talk.jsonl, scores seen while choosing) 0.7 gave 18% false positives and 0.9 gave 7%:
+#: the classifier is over-confident on ordinary talk it has no exemplar for, so it stays strict.
+DEFAULT_CLASSIFIER_THRESHOLD: float | None = 0.9
 #: Its L2 penalty; MiniLM rows are unit vectors, so weights stay small without a strong penalty.
 CLASSIFIER_L2 = 0.1
 
@@ -268,6 +270,10 @@ class EmbeddedReplyChecker(ReplyChecker):
             if bad:
                 raise ValueError(f"{patterns}: labels.{label}.meta.when has unknown value(s) {bad}; use always, crisis or crisis types")
             self.kinds[label], self.when[label] = kind, when
+        for rule in self.rules.rules:
+            unknown = sorted(rule.types - set(CRISIS_TYPES))
+            if unknown:
+                raise ValueError(f"{patterns}: labels.{rule.label}: a rule's types {unknown} are not crisis types; allowed: {list(CRISIS_TYPES)}")
 
     @property
     def detector(self) -> Any:
@@ -304,7 +310,7 @@ class EmbeddedReplyChecker(ReplyChecker):
         return [self._check_one(r, c) for r, c in zip(replies, crises)]
 
     def _check_one(self, reply: str, crisis: CrisisFinding) -> ReplyCheck:
-        hits = {h.label: h.span for h in self.rules.find(reply)}
+        hits = {h.label: h.span for h in self.rules.find(reply, context_types=crisis.types)}
         violations, missing, evidence, undecided = [], [], {}, False
         for label in self.rules.labels:
             applies = self._applies(label, crisis)
