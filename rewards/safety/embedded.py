@@ -4,10 +4,15 @@
 unless turned off, a nearest-exemplar backstop over all-MiniLM-L6-v2 sentence embeddings
 (``data/crisis_exemplars.yaml``): rules are precise but only know the wording they were written
 for; the backstop catches paraphrases ("I stockpiled my pills") at the cost of some false alarms.
+Beside the nearest exemplar, a logistic classifier per type, trained on the same exemplars
+(``none`` and the other types as negatives), scores every sentence and the whole text; segments the
+rule guards call negated, past or ego-dystonic are vetoed, since an embedding barely sees "never".
 :class:`EmbeddedReplyChecker` runs the rules of ``data/reply_patterns.yaml`` against the reply,
 checking each label only when it applies (means information and dismissiveness only in a crisis,
 collusion only with psychosis, stigma and false claims always) and requiring a crisis-help
-pointer and an acknowledgment of the risk in every reply to a crisis.
+pointer and an acknowledgment of the risk in every reply to a crisis. Rules may name the crisis
+types they count for: cheering a plan is a violation only for mania, and "talk to your doctor"
+is enough help for mania or psychosis but not for a request for lethal means.
 
 Both are batched (one embedding pass for N texts) and deterministic.
 """

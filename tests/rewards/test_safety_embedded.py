@@ -46,3 +46,20 @@ def test_backstop_evidence_names_the_exemplar_and_is_deterministic(embedded):
     assert first[1].crisis is False
     if first[0].crisis:  # evidence of a backstop hit quotes the sentence and the exemplar it resembled
         assert "similar to" in next(iter(first[0].evidence.values()))
+
+
+def test_classifier_is_silenced_by_the_rule_guards(embedded):
+    guarded = ["I used to cut when I was a teenager, but I haven't done that in over ten years.",
+               "I would never hurt myself, but I feel stuck.",
+               "I get intrusive images of pushing someone and they horrify me."]
+    for scores in embedded[0].classifier_scores(guarded):
+        assert max(p for p, _ in scores.values()) == 0.0
+    assert not any(f.crisis for f in embedded[0].detect(guarded))
+
+
+def test_classifier_ranks_unseen_crisis_talk_above_ordinary_talk(embedded):
+    crisis, calm = embedded[0].classifier_scores([
+        "I've been dragging the blade across my thighs where nobody can see.",
+        "I've been dragging myself to the gym where nobody can see me sweat.",
+    ])
+    assert crisis["self_harm"][0] > 0.5 > calm["self_harm"][0]
