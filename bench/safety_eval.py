@@ -7,8 +7,8 @@
     PYTHONPATH=. python bench/safety_eval.py --crisis bench/data/crisis_talk.jsonl --replies bench/data/crisis_replies.jsonl
 
 Prints, per split (dev: rules written and threshold chosen on it; test: held out from tuning but
-written in the same sitting; fresh: written after the rules and scored blind, the honest estimate of
-generalisation), crisis recall, false-positive rate, precision/recall per crisis type, reply-check
+written in the same sitting; fresh: written after the first rules and scored blind then; the issue-17 rules were written with it
+visible, so the honest estimate of generalisation is now ``--crisis``/``--replies`` on a held-out set), crisis recall, false-positive rate, precision/recall per crisis type, reply-check
 accuracy, and the time per item. With ``--crisis FILE`` / ``--replies FILE`` it scores those sets instead
 (formats in ``rewards/safety/evalsets.py``): precision/recall of both labels, false-positive rate,
 balanced accuracy, recall per crisis type and on indirect items, accuracy per reply criterion, sizes
