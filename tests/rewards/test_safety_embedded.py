@@ -40,12 +40,14 @@ def test_backstop_adds_recall_on_unseen_wording(embedded):
 
 
 def test_backstop_evidence_names_the_exemplar_and_is_deterministic(embedded):
-    texts = ["I think about walking into the sea and not coming back.", "I'd kill for a holiday."]
+    # No rule knows this wording; the backstop must find it and say which exemplar it resembled.
+    texts = ["I have been thinking that my family would cope fine without me around.", "I'd kill for a holiday."]
+    assert not EmbeddedCrisisDetector(use_embeddings=False).detect(texts[:1])[0].crisis
     first, second = embedded[0].detect(texts), embedded[0].detect(texts)
     assert [f.to_dict() for f in first] == [f.to_dict() for f in second]
     assert first[1].crisis is False
-    if first[0].crisis:  # evidence of a backstop hit quotes the sentence and the exemplar it resembled
-        assert "similar to" in next(iter(first[0].evidence.values()))
+    assert first[0].crisis_type == "suicidal_ideation"
+    assert "similar to" in first[0].evidence["suicidal_ideation"]
 
 
 def test_classifier_is_silenced_by_the_rule_guards(embedded):
