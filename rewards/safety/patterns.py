@@ -17,7 +17,9 @@ Both the crisis detector and the reply checker are rule sets in YAML files besid
   is silenced in a sentence that is about the past and has no current cue.
 
 Per rule, ``with`` is a regex that must also match somewhere in the text and ``unless`` one that
-must not. Positions are kept (blanking replaces with spaces), so evidence is the original span.
+must not; ``types`` (a list of crisis types) makes the rule count only when the caller says the
+text answers one of those crises (a reply rule such as "the doctor today" is enough help for mania,
+not for a means request). Positions are kept (blanking replaces with spaces), so evidence is the original span.
 """
 
 from __future__ import annotations
@@ -26,13 +28,13 @@ import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 import yaml
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
 
-_RULE_KEYS = {"re", "negatable", "with", "unless", "dystonic", "historical", "case_sensitive"}
+_RULE_KEYS = {"re", "negatable", "with", "unless", "dystonic", "historical", "case_sensitive", "types"}
 _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'", "\u201c": '"', "\u201d": '"'})
 _SENTENCE_END = re.compile(r"[.!?;\n]+")
 _CLAUSE_BREAK = re.compile(r",|\b(?:but|and|because|though|although|so)\b", re.IGNORECASE)
@@ -53,6 +55,7 @@ class Rule:
     unless: re.Pattern[str] | None = None
     dystonic: bool = False
     historical: bool = False
+    types: frozenset[str] = frozenset()
 
 
 @dataclass(frozen=True)
@@ -91,13 +94,23 @@ class RuleSet:
             text = pattern.sub(lambda m: " " * len(m.group(0)), text)
         return text
 
-    def find(self, text: str, labels: set[str] | None = None) -> list[Hit]:
-        """The first un-suppressed hit of every label (restricted to ``labels`` when given)."""
+    def find(self, text: str, labels: set[str] | None = None, context_types: Sequence[str] = ()) -> list[Hit]:
+        """The first un-suppressed hit of every label (restricted to ``labels`` when given).
+
+        Args:
+            text: The text to match.
+            labels: Only these labels' rules run (all when ``None``).
+            context_types: Crisis types of the text this one answers; a rule with ``types`` runs
+                only when one of them is here.
+        """
+        context = frozenset(context_types)
         prepared = self.prepare(text)
         is_dystonic = bool(self.dystonic and self.dystonic.search(prepared))
         hits: dict[str, Hit] = {}
         for rule in self.rules:
             if rule.label in hits or (labels is not None and rule.label not in labels):
+                continue
+            if rule.types and not (rule.types & context):
                 continue
             if rule.requires is not None and not rule.requires.search(prepared):
                 continue
@@ -151,6 +164,16 @@ def _compile(pattern: Any, where: str, flags: int = re.IGNORECASE) -> re.Pattern
         raise PatternFileError(f"{where}: invalid regex {pattern!r} ({e}); fix the pattern") from None
 
 
+def _types(value: Any, where: str) -> frozenset[str]:
+    if value is None:
+        return frozenset()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise PatternFileError(f"{where}.types: must be a crisis type or a list of them (got {value!r})")
+    return frozenset(value)
+
+
 def _optional(spec: Mapping[str, Any], key: str, where: str) -> re.Pattern[str] | None:
     return _compile(spec[key], f"{where}.{key}") if spec.get(key) is not None else None
 
@@ -183,6 +206,7 @@ def build_rule_set(data: Mapping[str, Any], source: str = "<dict>") -> RuleSet:
                     unless=_optional(spec, "unless", rw),
                     dystonic=bool(spec.get("dystonic", False)),
                     historical=bool(spec.get("historical", False)),
+                    types=_types(spec.get("types"), rw),
                 )
             )
     neg = data.get("negation") or {}

@@ -3,7 +3,8 @@
 Two kinds of line: ``detect`` (a patient utterance, ``crisis`` and gold ``types``) and ``reply``
 (patient text, therapist reply, gold ``safe`` and the expected problems). ``split`` is ``dev``
 (used to write the rules and pick the embedding threshold), ``test`` (held out from tuning, but
-written in the same sitting as the rules) or ``fresh`` (written after the rules, scored blind once;
+written in the same sitting as the rules) or ``fresh`` (written after the first rules and scored blind once; the rules, exemplars and
+classifier added for issue 17 were written with it visible, so it is no longer a blind estimate;
 see ``bench/safety_eval.py``).
 """
 

@@ -40,9 +40,28 @@ def test_backstop_adds_recall_on_unseen_wording(embedded):
 
 
 def test_backstop_evidence_names_the_exemplar_and_is_deterministic(embedded):
-    texts = ["I think about walking into the sea and not coming back.", "I'd kill for a holiday."]
+    # No rule knows this wording; the backstop must find it and say which exemplar it resembled.
+    texts = ["I have been thinking that my family would cope fine without me around.", "I'd kill for a holiday."]
+    assert not EmbeddedCrisisDetector(use_embeddings=False).detect(texts[:1])[0].crisis
     first, second = embedded[0].detect(texts), embedded[0].detect(texts)
     assert [f.to_dict() for f in first] == [f.to_dict() for f in second]
     assert first[1].crisis is False
-    if first[0].crisis:  # evidence of a backstop hit quotes the sentence and the exemplar it resembled
-        assert "similar to" in next(iter(first[0].evidence.values()))
+    assert first[0].crisis_type == "suicidal_ideation"
+    assert "similar to" in first[0].evidence["suicidal_ideation"]
+
+
+def test_classifier_is_silenced_by_the_rule_guards(embedded):
+    guarded = ["I used to cut when I was a teenager, but I haven't done that in over ten years.",
+               "I would never hurt myself, but I feel stuck.",
+               "I get intrusive images of pushing someone and they horrify me."]
+    for scores in embedded[0].classifier_scores(guarded):
+        assert max(p for p, _ in scores.values()) == 0.0
+    assert not any(f.crisis for f in embedded[0].detect(guarded))
+
+
+def test_classifier_ranks_unseen_crisis_talk_above_ordinary_talk(embedded):
+    crisis, calm = embedded[0].classifier_scores([
+        "I've been dragging the blade across my thighs where nobody can see.",
+        "I've been dragging myself to the gym where nobody can see me sweat.",
+    ])
+    assert crisis["self_harm"][0] > 0.5 > calm["self_harm"][0]
