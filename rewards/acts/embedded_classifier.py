@@ -28,7 +28,7 @@ import numpy as np
 from .data import TRAIN_FILES, LabelledUtterance, load_labelled
 from .labels import ActClassifier, ActLabel, check_batch
 from .softmax import SoftmaxRegression, fit_softmax
-from .speech import analyse, cue_features, cue_names
+from .speech import analyse, cue_features, cue_names, unpunctuated
 from .taxonomy import CATEGORIES, load_taxonomy
 
 EmbedFn = Callable[[Sequence[str]], np.ndarray]
@@ -49,6 +49,8 @@ class EmbeddedActClassifier(ActClassifier):
         l2: Weight penalty of both regressions.
         iterations: Gradient steps of each fit.
         batch_size: Utterances embedded per call inside :meth:`classify`.
+        unpunctuated_copies: Also fit on every example lower-cased and without punctuation (see
+            :func:`~rewards.acts.speech.unpunctuated`).
     """
 
     name = "acts_embedded"
@@ -61,6 +63,7 @@ class EmbeddedActClassifier(ActClassifier):
         l2: float = 1e-4,
         iterations: int = 1000,
         batch_size: int = 256,
+        unpunctuated_copies: bool = True,
     ) -> None:
         self.taxonomy = load_taxonomy()
         self.types = self.taxonomy.names
@@ -80,10 +83,15 @@ class EmbeddedActClassifier(ActClassifier):
         self.batch_size = batch_size
         # category index of each type, to sum type probabilities by category
         self._type_category = np.array([CATEGORIES.index(self.taxonomy.category_of(t)) for t in self.types])
-        X = self.features([e.text for e in self.examples])
+        texts = [e.text for e in self.examples]
+        y = np.array([self.types.index(e.type) for e in self.examples])
+        X = self.features(texts)
         #: The examples' (cleaned) embeddings, L2-normalised, kept for near-duplicate checks and inspection.
         self.example_embeddings = X[:, : (X.shape[1] - len(cue_names())) // 2]
-        y = np.array([self.types.index(e.type) for e in self.examples])
+        if unpunctuated_copies:
+            bare = [i for i, t in enumerate(texts) if unpunctuated(t) != t]
+            X = np.vstack([X, self.features([unpunctuated(texts[i]) for i in bare])])
+            y = np.concatenate([y, y[bare]])
         self.type_model: SoftmaxRegression = fit_softmax(X, y, len(self.types), l2, iterations)
         self.category_model: SoftmaxRegression = fit_softmax(X, self._type_category[y], len(CATEGORIES), l2, iterations)
 

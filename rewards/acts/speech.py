@@ -94,6 +94,18 @@ def clean(text: str) -> str:
     return t if _WORD.search(t) else text.strip()
 
 
+_PUNCT = re.compile(r"[,.?!;:\"]+")
+
+
+def unpunctuated(text: str) -> str:
+    """The utterance as a bare transcript gives it: lower case, no punctuation but apostrophes.
+
+    The classifier also fits on this form of every example, so that it does not lean on a "?" or a
+    sentence break that transcribed speech often lacks.
+    """
+    return _SPACES.sub(" ", _PUNCT.sub(" ", text.lower())).strip()
+
+
 def segments(text: str) -> list[str]:
     """Sentences of the cleaned utterance without their leading discourse markers; empty ones dropped."""
     markers = load_cues().leading_markers
