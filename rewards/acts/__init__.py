@@ -3,8 +3,8 @@
 Two classifiers with one interface, ``classify(texts, contexts=None) -> list[ActLabel]`` and
 ``judge(...) -> list[JudgeResult]``:
 
-* :class:`EmbeddedActClassifier`: deterministic, CPU, MiniLM embeddings + logistic regression
-  fitted at load on ``data/examples.jsonl``;
+* :class:`EmbeddedActClassifier`: deterministic, CPU, MiniLM embeddings + form cues + logistic
+  regression fitted at load on ``data/examples.jsonl`` and ``data/speech_examples.jsonl``;
 * :class:`LLMActClassifier`: any backend, prompted with the definitions of ``taxonomy.yaml``.
 
 ``label_file`` labels a JSONL file (``cbtgym label``); ``rewards.factory.make_judge("acts", spec)``

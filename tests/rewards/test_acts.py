@@ -10,7 +10,7 @@ import pytest
 from cbtgym.backends.scripted import ScriptedBackend
 from rewards.acts import CATEGORIES, ActLabel, act_types, category_of, label_file, load_taxonomy
 from rewards.factory import make_judge
-from rewards.acts.data import load_eval, load_examples, load_labelled
+from rewards.acts.data import SPEECH_EXAMPLES_FILE, load_eval, load_examples, load_labelled, load_training
 from rewards.acts.labels import check_batch
 from rewards.acts.llm_classifier import LLMActClassifier, normalise_label, parse_label
 from rewards.acts.taxonomy import parse_taxonomy
@@ -80,9 +80,37 @@ def test_eval_set_is_large_balanced_and_disjoint_from_examples():
     def norm(s: str) -> str:
         return " ".join(re.findall(r"[a-z0-9']+", s.lower()))
 
-    shared = {norm(e.text) for e in evals} & {norm(e.text) for e in load_examples()}
-    assert not shared, f"texts in both eval.jsonl and examples.jsonl: {sorted(shared)[:5]}"
+    shared = {norm(e.text) for e in evals} & {norm(e.text) for e in load_training()}
+    assert not shared, f"texts in both eval.jsonl and the training files: {sorted(shared)[:5]}"
     assert len({norm(e.text) for e in evals}) == len(evals), "eval.jsonl repeats a text"
+
+
+def test_speech_examples_are_transcript_style_and_cover_every_category():
+    speech = load_labelled(SPEECH_EXAMPLES_FILE)
+    per_cat = {c: sum(e.category == c for e in speech) for c in CATEGORIES}
+    assert min(per_cat.values()) >= 25, per_cat
+    assert all(e.type is not None for e in speech)
+    multi = sum(len(re.findall(r"[.?!](?:\s|$)", e.text)) >= 2 for e in speech)
+    no_question_mark = sum(e.category == "question" and "?" not in e.text for e in speech)
+    assert multi >= 0.2 * len(speech) and no_question_mark >= 0.3 * per_cat["question"]
+    texts = [e.text.lower() for e in load_training()]
+    assert len(set(texts)) == len(texts), "a training text is repeated"
+
+
+def test_load_labelled_takes_a_category_without_a_type(tmp_path):
+    p = tmp_path / "x.jsonl"
+    p.write_text('{"text": "Hmm, so, okay.", "category": "oov"}\n{"text": "How did that feel?", "type": "question_emotions", "category": "question"}\n')
+    a, b = load_labelled(p)
+    assert (a.type, a.category) == (None, "oov") and (b.type, b.category) == ("question_emotions", "question")
+    p.write_text('{"text": "Hi"}\n')
+    with pytest.raises(ValueError, match=r"x\.jsonl:1: needs a \"type\""):
+        load_labelled(p)
+    p.write_text('{"text": "Hi", "category": "greeting"}\n')
+    with pytest.raises(ValueError, match=r"x\.jsonl:1: field 'category' is 'greeting'"):
+        load_labelled(p)
+    p.write_text('{"text": "Hi", "type": "oov", "category": "question"}\n')
+    with pytest.raises(ValueError, match=r"type 'oov' is in 'oov'; make them agree"):
+        load_labelled(p)
 
 
 def test_load_labelled_names_line_and_field(tmp_path):
