@@ -74,7 +74,7 @@ def label_agreement(gold: Sequence[str], pred: Sequence[str | None], classes: Se
     Returns:
         ``n``, ``scored``, ``unparsed``, ``accuracy``, ``balanced_accuracy``, ``kappa`` (over
         the scored items), ``accuracy_all`` (unparsed counted wrong), ``per_label``
-        (precision, recall, F1, support over all items) and ``confusion`` (``labels``, rows
+        (precision, recall, F1, support and times predicted, over all items) and ``confusion`` (``labels``, rows
         gold, columns predicted then ``unparsed``).
 
     Raises:
@@ -97,7 +97,8 @@ def label_agreement(gold: Sequence[str], pred: Sequence[str | None], classes: Se
         "kappa": cohen_kappa(g_s, p_s),
         "accuracy_all": correct / len(gold) if gold else None,
         "per_label": {
-            c: {"precision": p, "recall": r, "f1": f, "support": s} for c, (p, r, f, s) in per_class_prf(gold, pred, classes).items()
+            c: {"precision": p, "recall": r, "f1": f, "support": s, "predicted": sum(x == c for x in pred)}
+            for c, (p, r, f, s) in per_class_prf(gold, pred, classes).items()
         },
         "confusion": {"labels": list(classes), "columns": [*classes, "unparsed"], "matrix": confusion(gold, pred, classes)},
     }
@@ -181,7 +182,7 @@ def multilabel_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str] |
         precision = tp / n_pred if n_pred else 0.0
         recall = tp / n_gold if n_gold else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per[c] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold}
+        per[c] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold, "predicted": n_pred}
     return {
         "n": len(gold),
         "scored": len(pairs),

@@ -8,6 +8,8 @@ LABEL_COLUMNS = ("n", "scored", "unparsed", "accuracy", "balanced_accuracy", "ka
 RATING_COLUMNS = ("n", "scored", "unparsed", "icc_2_1", "spearman", "mae", "exact", "within_1", "gold_mean", "judge_mean")
 
 
+#: Wider confusion matrices (the 14 act types) do not fit a terminal; the JSON report has them.
+MAX_CONFUSION_LABELS = 8
 #: Short column titles, so the tables fit an 80-column terminal.
 _TITLES = {"balanced_accuracy": "bal_acc", "accuracy_all": "acc_all", "accuracy": "acc", "unparsed": "unpars."}
 
@@ -31,15 +33,15 @@ def _table(title: str, columns: tuple[str, ...], rows: list[tuple[str, dict[str,
 
 
 def _per_label(target: str, metrics: dict[str, Any]) -> Any:
-    rows = [(label, m) for label, m in metrics["per_label"].items() if m["support"] or m["precision"]]
-    return _table(f"{target}: per label", ("precision", "recall", "f1", "support"), rows)
+    rows = [(label, m) for label, m in metrics["per_label"].items() if m["support"] or m["predicted"]]
+    return _table(f"{target}: per label", ("precision", "recall", "f1", "support", "predicted"), rows)
 
 
 def _confusion(target: str, confusion: dict[str, Any]) -> Any:
     from rich.table import Table
 
     table = Table(title=f"{target}: confusion (rows human, columns judge)", title_justify="left")
-    table.add_column("")
+    table.add_column("", no_wrap=True)
     for c in confusion["columns"]:
         table.add_column(c[:10], justify="right")
     for label, row in zip(confusion["labels"], confusion["matrix"]):
@@ -65,7 +67,10 @@ def render(report: dict[str, Any], console: Any = None) -> None:
         if "confusion" in m:
             console.print(_table(target, LABEL_COLUMNS, [(target, m)]))
             console.print(_per_label(target, m))
-            console.print(_confusion(target, m["confusion"]))
+            if len(m["confusion"]["labels"]) <= MAX_CONFUSION_LABELS:
+                console.print(_confusion(target, m["confusion"]))
+            else:
+                console.print(f"{target}: confusion matrix ({len(m['confusion']['labels'])} labels) in the JSON report (--out)")
         else:  # crisis types: per-type detection over the lines that name types
             console.print(f"{target}: {m['scored']} of {m['n']} scored, {m['unparsed']} unparsed, exact set match {_cell(m['exact'])}")
             console.print(_per_label(target, m))

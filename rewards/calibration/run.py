@@ -95,6 +95,8 @@ def calibrate_ratings(backend: Backend, items: Sequence[RatingItem], *, batch_si
         ``{"overall": metrics, "items": {item_key: metrics}, "sessions": n}``; see
         :func:`~rewards.calibration.metrics.rating_agreement`.
     """
+    from tqdm import tqdm
+
     from ..ctrs import load_ctrs
     from ..factory import make_judge
 
@@ -107,8 +109,6 @@ def calibrate_ratings(backend: Backend, items: Sequence[RatingItem], *, batch_si
     for key, rated in sessions.items():
         groups.setdefault(tuple(k for k in order if k in {x.item for x in rated}), []).append(key)
     predicted: dict[tuple[str, str], float | None] = {}
-    from tqdm import tqdm
-
     with tqdm(total=len(sessions), desc="sessions", unit="session", disable=not progress) as bar:
         for item_keys, keys in groups.items():
             judge = make_judge("ctrs", backend, items=list(item_keys), not_applicable_below_rounds={}, **judge_options)

@@ -55,8 +55,8 @@ def test_imbalanced_labels_separate_accuracy_from_balanced_accuracy_and_kappa():
     assert m["balanced_accuracy"] == pytest.approx(0.5)
     assert m["kappa"] == pytest.approx(0.0)
     # precision a = 8/10, recall 1, F1 2*0.8/1.8; b never predicted
-    assert m["per_label"]["a"] == pytest.approx({"precision": 0.8, "recall": 1.0, "f1": 1.6 / 1.8, "support": 8})
-    assert m["per_label"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2}
+    assert m["per_label"]["a"] == pytest.approx({"precision": 0.8, "recall": 1.0, "f1": 1.6 / 1.8, "support": 8, "predicted": 10})
+    assert m["per_label"]["b"] == {"precision": 0.0, "recall": 0.0, "f1": 0.0, "support": 2, "predicted": 0}
     assert m["confusion"]["matrix"] == [[8, 0, 0], [2, 0, 0]]
 
 
@@ -109,7 +109,7 @@ def test_multilabel_types():
     m = multilabel_prf([["abuse"], ["self_harm", "abuse"], []], [["abuse"], ["abuse"], None], ("abuse", "self_harm"))
     assert (m["scored"], m["unparsed"]) == (2, 1)
     assert m["exact"] == pytest.approx(0.5)
-    assert m["per_label"]["abuse"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2}
+    assert m["per_label"]["abuse"] == {"precision": 1.0, "recall": 1.0, "f1": 1.0, "support": 2, "predicted": 2}
     assert m["per_label"]["self_harm"]["recall"] == 0.0
 
 
