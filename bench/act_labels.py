@@ -17,33 +17,11 @@ import argparse
 import sys
 import time
 
-
 from rewards.acts import CATEGORIES
 from rewards.acts.data import EVAL_FILE, load_labelled
+from rewards.calibration.data import spread
+from rewards.calibration.metrics import confusion, per_class_prf
 from rewards.factory import make_judge
-
-
-def per_class_prf(gold: list[str], pred: list[str | None], classes: tuple[str, ...]) -> dict[str, tuple[float, float, float, int]]:
-    """``class -> (precision, recall, F1, support)``."""
-    out = {}
-    for c in classes:
-        tp = sum(g == c and p == c for g, p in zip(gold, pred))
-        n_pred = sum(p == c for p in pred)
-        n_gold = sum(g == c for g in gold)
-        precision = tp / n_pred if n_pred else 0.0
-        recall = tp / n_gold if n_gold else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        out[c] = (precision, recall, f1, n_gold)
-    return out
-
-
-def confusion(gold: list[str], pred: list[str | None], classes: tuple[str, ...]) -> list[list[int]]:
-    """Rows: gold class; columns: predicted class, then one column for unlabelled (``None``)."""
-    index = {c: i for i, c in enumerate(classes)}
-    m = [[0] * (len(classes) + 1) for _ in classes]
-    for g, p in zip(gold, pred):
-        m[index[g]][index[p] if p in index else len(classes)] += 1
-    return m
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -55,9 +33,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
 
     items = load_labelled(args.data)
-    if args.limit and args.limit < len(items):
-        # the file is grouped by type: take an evenly spaced subset, not the first N of one type
-        items = [items[i * len(items) // args.limit] for i in range(args.limit)]
+    items = spread(items, args.limit)  # the file is grouped by type: not the first N of one type
     t0 = time.perf_counter()
     clf = make_judge("acts", args.judge)
     load_s = time.perf_counter() - t0

@@ -1,4 +1,4 @@
-"""The ``cbtgym`` command line: simulate sessions, label acts, check safety, validate profiles, build the W&B dashboard."""
+"""The ``cbtgym`` command line: simulate sessions, label acts, check safety, calibrate judges, validate profiles, build the W&B dashboard."""
 
 from __future__ import annotations
 
@@ -148,6 +148,21 @@ def _in_chunks(fn, in_path: str, out_path: str, total: int, unit: str) -> list:
     return results
 
 
+def _calibrate(args: argparse.Namespace) -> int:
+    from rewards.calibration import calibrate
+    from rewards.calibration.report import render
+
+    check_utterance_lengths(args.data, ("text", "context", "stimulus", "reply"))
+    report = calibrate(args.judge, args.data, kind=args.kind, limit=args.limit)
+    render(report)
+    if args.out:
+        out = Path(args.out)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        print(f"report -> {out}", file=sys.stderr)
+    return 0
+
+
 def _validate_profiles(args: argparse.Namespace) -> int:
     from .profiles import load_profiles
 
@@ -218,6 +233,17 @@ def build_parser() -> argparse.ArgumentParser:
     saf.add_argument("--out", required=True, help='JSONL output: each input line plus "crisis", "crisis_type", "response_safe", ...')
     saf.add_argument("--judge", default="embedded", help="'embedded' (rules + MiniLM), 'rules', or a backend spec for the LLM checks")
     saf.set_defaults(fn=_safety)
+
+    cal = sub.add_parser("calibrate", help="measure a judge's agreement with human labels (validate a judge before training on it)")
+    cal.add_argument("--judge", required=True,
+                     help="'embedded' ('rules' for crisis/reply_check) or a backend spec (hf:<dir>, vllm:<dir>, openai:<url>#<model>); "
+                          "ctrs needs a backend spec ('embedded' = SmolLM2)")
+    cal.add_argument("--data", required=True, help="labelled JSONL; formats in the README ('Validate your judge')")
+    cal.add_argument("--kind", default=None,
+                     help="acts, crisis, reply_check or ctrs (default: told from the first line's fields)")
+    cal.add_argument("--limit", type=int, default=None, help="only N items, evenly spaced over the file")
+    cal.add_argument("--out", default=None, help="also write the report as JSON to this file")
+    cal.set_defaults(fn=_calibrate)
 
     val = sub.add_parser("validate-profiles", help="validate a profile file or directory")
     val.add_argument("source")

@@ -127,30 +127,128 @@ def test_lora_adapter_switching(engine, zero_adapter, tmp_path):
         engine.set_adapter(tmp_path)
 
 
-def test_llm_judges_parse_with_structured_output(engine):
-    """SmolLM2 rarely writes valid judge JSON on its own; under vLLM's JSON-schema decoding every judge parses."""
+# Three sessions of different length and tone, so the CTRS judge meets all three applicable-item sets
+# (2 rounds: 9 items; 6: + pacing; 8: all 11) in one batch, and the other judges meet varied text.
+JUDGED_SESSIONS = [
+    [
+        ("therapist", "Hi, nice to see you today. How have you been?"),
+        ("patient", "Not great. My boss frowned at my report and I could not sleep."),
+        ("therapist", "What went through your mind when you saw the frown?"),
+        ("patient", "That I am going to be fired because I always mess things up."),
+    ],
+    [
+        ("therapist", "Welcome back. What would you like us to work on today?"),
+        ("patient", "I have stopped seeing my friends. I just stay in bed on weekends."),
+        ("therapist", "Shall we put the weekends on our agenda, and maybe look at one weekend in detail?"),
+        ("patient", "Okay. Last Saturday I meant to call my sister but I did not."),
+        ("therapist", "What stopped you from calling her?"),
+        ("patient", "I thought she would hear how miserable I am and get annoyed with me."),
+        ("therapist", "What makes you think she would be annoyed?"),
+        ("patient", "She sounded busy the last time we spoke."),
+        ("therapist", "Is there any evidence that she likes hearing from you?"),
+        ("patient", "She did send me a birthday card with a long note."),
+        ("therapist", "Let me check: how does this conversation feel so far?"),
+        ("patient", "A bit better, honestly."),
+    ],
+    [
+        ("therapist", "Last week you planned to keep a worry diary. How did that go?"),
+        ("patient", "I wrote in it on four days. Mostly worries about my daughter driving."),
+        ("therapist", "Thank you for doing it. Would you like to start with those driving worries?"),
+        ("patient", "Yes. Every time she is late I picture a crash."),
+        ("therapist", "When you picture the crash, what do you tell yourself?"),
+        ("patient", "If something happens it will be my fault for letting her drive."),
+        ("therapist", "How many times was she late this week, and what happened each time?"),
+        ("patient", "Three times. Each time she was stuck in traffic."),
+        ("therapist", "What do you make of that?"),
+        ("patient", "I suppose the worst thing has not happened yet."),
+        ("therapist", "You could write an alternative thought in the diary next time. What might it be?"),
+        ("patient", "Being late usually means traffic, not an accident."),
+        ("therapist", "That sounds balanced. How confident are you in it, from 0 to 100?"),
+        ("patient", "Maybe 60."),
+        ("therapist", "For this week, shall we add a column to the diary for that alternative thought and your rating?"),
+        ("patient", "I can do that. It feels manageable."),
+    ],
+]
+CRISIS_TEXTS = [
+    "Honestly I have been thinking everyone would be better off if I was gone. I looked up how many pills it takes.",
+    "This deadline is killing me, I have had three coffees already.",
+    "My partner locks me in the flat when he goes out and takes my phone.",
+    "I had a nice walk with my dog this morning and felt calmer.",
+]
+REPLY_PAIRS = [
+    (CRISIS_TEXTS[0], "I am really glad you told me. Are you safe right now? Please call a crisis line or emergency services."),
+    (CRISIS_TEXTS[0], "Everyone feels that way sometimes. Cheer up, things will get better."),
+    (CRISIS_TEXTS[1], "Deadlines can be draining. What is the most pressing part of the work?"),
+    (CRISIS_TEXTS[3], "That sounds lovely. What did you notice about your mood during the walk?"),
+]
+ACT_ITEMS = [
+    ("What went through your mind when you saw the frown?", "My boss frowned at my report."),
+    ("It sounds like you felt really alone that weekend.", "Nobody called me all weekend."),
+    ("Shall we set an agenda for today?", None),
+    ("For homework, could you note each time the worry comes up?", "I worry all the time."),
+]
+
+
+def _sessions():
     from cbtgym.transcript import Transcript
-    from rewards.acts import LLMActClassifier
-    from rewards.at_recovery import LLMATJudge
-    from rewards.ctrs import CTRSJudge
     from tests.factories import profile
 
     p = profile()
-    t = Transcript(profile_id=p.id, attitude=p.attitude)
-    t.add("therapist", "Hi, nice to see you today. How have you been?")
-    t.add("patient", "Not great. My boss frowned at my report and I could not sleep.")
-    t.add("therapist", "What went through your mind when you saw the frown?")
-    t.add("patient", "That I am going to be fired because I always mess things up.")
+    out = []
+    for turns in JUDGED_SESSIONS:
+        t = Transcript(profile_id=p.id, attitude=p.attitude)
+        for speaker, text in turns:
+            t.add(speaker, text)
+        out.append(t)
+    return out, [p] * len(out)
 
-    ctrs = CTRSJudge(engine, items=["guided_discovery", "focus_key_cognitions"], max_attempts=1)
-    [c] = ctrs.score([t], [p])
-    assert not c.parse_failed and c.total is not None, c.raw
-    assert set(c.scores) >= {"guided_discovery", "focus_key_cognitions"}
-    assert all(0 <= c.scores[k] <= 6 for k in ("guided_discovery", "focus_key_cognitions"))
 
-    [a] = LLMATJudge(engine, max_attempts=1).score([t], [p])
-    assert not a.parse_failed, a.raw
+def test_at_judge_parses_both_stages_with_structured_output(engine):
+    from rewards.at_recovery import MATCH_SCHEMA, ATEstimate, LLMATJudge, parse_match
 
-    labels = LLMActClassifier(engine, max_attempts=1).classify(
-        ["What went through your mind when you saw the frown?"], ["My boss frowned at my report."])
-    assert labels[0].type is not None and labels[0].category is not None
+    transcripts, profiles = _sessions()
+    judge = LLMATJudge(engine, max_attempts=1)
+    for r in judge.score(transcripts, profiles):
+        assert not r.parse_failed, r.raw
+    # The match stage runs only for estimates that quote the patient; ask it directly so it is always checked.
+    estimates = [ATEstimate(["I always mess things up."], ["I always mess things up"]),
+                 ATEstimate(["My sister will be annoyed with me."], ["get annoyed with me"])]
+    sampling = judge.sampling.with_(max_new_tokens=judge.match_max_new_tokens)
+    verdicts = judge.call([judge.match_prompt(e, p) for e, p in zip(estimates, profiles)], parse_match, MATCH_SCHEMA,
+                          sampling=sampling)
+    assert all(v.ok for v in verdicts), [v.raw for v in verdicts]
+
+
+def test_act_classifier_parses_with_structured_output(engine):
+    from rewards.acts import LLMActClassifier
+
+    labels = LLMActClassifier(engine, max_attempts=1).classify([t for t, _ in ACT_ITEMS], [c for _, c in ACT_ITEMS])
+    for label in labels:
+        assert not label.parse_failed and label.type is not None and label.category is not None, label.raw
+
+
+def test_safety_checks_parse_with_structured_output(engine):
+    from rewards.safety import LLMCrisisDetector, LLMReplyChecker
+
+    detector = LLMCrisisDetector(engine, max_attempts=1)
+    for finding in detector.detect(CRISIS_TEXTS):
+        assert not finding.parse_failed and finding.crisis is not None, finding.raw
+    checker = LLMReplyChecker(engine, detector=detector, max_attempts=1)
+    for check in checker.check([p for p, _ in REPLY_PAIRS], [r for _, r in REPLY_PAIRS]):
+        assert not check.parse_failed and check.response_safe is not None, check.raw
+
+
+def test_ctrs_parses_every_item_with_structured_output(engine):
+    """SmolLM2 rarely writes valid judge JSON on its own; under vLLM's JSON-schema decoding all 11 CTRS items parse."""
+    from rewards.ctrs import CTRSJudge, load_ctrs
+
+    transcripts, profiles = _sessions()
+    judge = CTRSJudge(engine, max_attempts=1)
+    results = judge.score(transcripts, profiles)
+    all_keys = {it.key for it in load_ctrs()[0]}
+    for t, r in zip(transcripts, results):
+        assert not r.parse_failed and r.total is not None, r.raw
+        applicable = {it.key for it in judge.applicable(t)}
+        assert all(0 <= r.scores[k] <= 6 for k in applicable), r.scores
+        assert all(r.scores[k] is None for k in all_keys - applicable), r.scores
+    assert {k for k, v in results[-1].scores.items() if v is not None} >= all_keys  # the 8-round session rates all 11
