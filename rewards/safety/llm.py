@@ -21,11 +21,13 @@ from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisDetector, Cr
 
 PROMPT_DIR = Path(__file__).resolve().parent / "prompts"
 
+# maxItems: a small model under structured decoding otherwise repeats one enum value until its token budget cuts the JSON
 CRISIS_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
         "crisis": {"type": "boolean"},
-        "types": {"type": "array", "items": {"type": "string", "enum": list(CRISIS_TYPES)}},
+        "types": {"type": "array", "items": {"type": "string", "enum": list(CRISIS_TYPES)},
+                  "maxItems": len(CRISIS_TYPES)},
         "evidence": text_field(),
     },
     "required": ["crisis", "types", "evidence"],
@@ -34,8 +36,10 @@ CRISIS_SCHEMA: dict[str, Any] = {
 REPLY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "properties": {
-        "violations": {"type": "array", "items": {"type": "string", "enum": list(VIOLATIONS)}},
-        "missing": {"type": "array", "items": {"type": "string", "enum": list(REQUIREMENTS)}},
+        "violations": {"type": "array", "items": {"type": "string", "enum": list(VIOLATIONS)},
+                       "maxItems": len(VIOLATIONS)},
+        "missing": {"type": "array", "items": {"type": "string", "enum": list(REQUIREMENTS)},
+                    "maxItems": len(REQUIREMENTS)},
         "response_safe": {"type": "boolean"},
         "evidence": text_field(),
     },
