@@ -4,16 +4,22 @@ without loss or duplicates."""
 import json
 import multiprocessing as mp
 import os
+import re
 import signal
 import time
+import zlib
+from types import SimpleNamespace
 
+import numpy as np
 import pytest
 
 from cbtgym.backends.base import Backend, Sampling
 from cbtgym.backends.scripted import ScriptedBackend, stable_index
 from cbtgym.envs.reward import PlaceholderReward, StepReward
 from cbtgym.jsonl import read_jsonl
-from cbtgym.patients import LLMPatient
+from cbtgym.embeddings import EMBED_DIM
+from cbtgym.patients import LLMPatient, RulePatient
+from cbtgym.patients.moves import MoveReader
 from cbtgym.resume import ResumeMismatch
 from cbtgym.rollout import EpisodeSpec
 from cbtgym.training.preferences import CandidateScoring, collect_candidates, count_failures, pairs_from_candidates
@@ -124,13 +130,33 @@ def test_candidates_are_scored_as_written_with_done_false_and_leave_the_sessions
     assert stepped and all("\u2019" not in text and "What's\nwhat" in text or "What" not in text for text in stepped)
 
 
+def _bag_of_words(texts):
+    """Deterministic L2-normalised hashed word counts: the rule patient's meaning reader without torch, which a
+    forked child of a process that already ran torch's thread pool can hang in."""
+    out = np.zeros((len(texts), EMBED_DIM), dtype=np.float32)
+    for i, text in enumerate(texts):
+        for word in re.findall(r"[a-z']+", text.lower()):
+            out[i, zlib.crc32(word.encode()) % EMBED_DIM] += 1.0
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-9)
+
+
+class _QuestionMarkActs:
+    def classify(self, texts, contexts=None):
+        return [SimpleNamespace(type="question_perspectives", category="question") if "?" in t
+                else SimpleNamespace(type="oov", category="oov") for t in texts]
+
+
+def _torch_free_patient():
+    return RulePatient(reader=MoveReader(acts=_QuestionMarkActs(), embed=_bag_of_words))
+
+
 def _collect_slowly(out):
-    collect(out, n=9, reward=CountingReward(delay=0.05))
+    collect(out, n=9, reward=CountingReward(delay=0.05), patient=_torch_free_patient())
 
 
 def test_killed_collection_resumes_without_losing_or_duplicating(tmp_path):
     full = tmp_path / "full"
-    collect(full, n=9)
+    collect(full, n=9, patient=_torch_free_patient())
     expected = {r["key"]: r for r in read_jsonl(full / "candidates.jsonl")}
 
     killed = tmp_path / "killed"
@@ -146,7 +172,7 @@ def test_killed_collection_resumes_without_losing_or_duplicating(tmp_path):
     partial = path.read_text().count("\n")
     assert 3 <= partial < 9, f"kill landed outside the run ({partial} episodes written)"
 
-    collect(killed, n=9)
+    collect(killed, n=9, patient=_torch_free_patient())
     got = list(read_jsonl(path))
     keys = [r["key"] for r in got]
     assert len(keys) == len(set(keys)) == 9

@@ -78,7 +78,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     saved = run_script(
         "dpo", tmp_path, collect_episodes=3, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
         eval_limit=1, eval_attitudes="both", crisis_per_type=1, num_train_epochs=1, per_device_train_batch_size=2,
-        rollout_batch_size=4, max_length=384, learning_rate=1e-3, report_to="wandb", hub_token="hf_not_logged",
+        gradient_accumulation_steps=1, rollout_batch_size=4, max_length=384, learning_rate=1e-3, report_to="wandb", hub_token="hf_not_logged",
         heldout_patient="rule", heldout_limit=1,
     )
     assert saved["config"]["k"] == 4 and saved["config"]["max_length"] == 384 and saved["config"]["beta"] == 0.1
