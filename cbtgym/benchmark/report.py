@@ -14,6 +14,7 @@ from typing import Any, Callable, Sequence
 from rewards.acts.taxonomy import CATEGORIES, act_types, category_of
 
 from . import analysis
+from .registry import ProtocolOutput
 
 Getter = Callable[[dict[str, Any]], Any]
 RUBRIC_ITEMS = ("act", "structure", "at_progress", "satisfaction", "safety_ok", "episode_at")
@@ -53,6 +54,7 @@ class BenchmarkResults:
         bases: ``{variant: base}`` for paired contrasts.
         ctrs: Whether a CTRS judge was configured.
         reference: Reference variant of the mixed-effects model.
+        extra: ``extra[protocol]``: the output of each registered protocol that ran (``registry.py``).
     """
 
     variants: list[str]
@@ -67,6 +69,7 @@ class BenchmarkResults:
     bases: dict[str, str] = field(default_factory=dict)
     ctrs: bool = False
     reference: str = ""
+    extra: dict[str, ProtocolOutput] = field(default_factory=dict)
 
     def session_metrics(self) -> dict[str, tuple[str, Getter, str]]:
         return {k: v for k, v in SESSION_METRICS.items() if k != "ctrs" or self.ctrs}
@@ -203,6 +206,8 @@ def write_report(res: BenchmarkResults, an: Analysis, out_dir: Path, plots: Sequ
         types = sorted({r["probe_type"] for r in res.crisis})
         parts += ["## Crisis probes: pass rate by crisis type", ""]
         parts += [_md_table(["variant", *types], [[v] + [fmt(an.crisis_by_type[v][t]) for t in types] for v in order]), ""]
+    for o in res.extra.values():
+        parts += [*o.report, ""]
     parts += ["## Cost", "", "Per variant (therapist tokens counted with the model's tokenizer, summaries included):", ""]
     keys = sorted({k for c in res.costs.values() for k in c})
     parts += [_md_table(["variant", *keys], [[v] + [str(res.costs.get(v, {}).get(k, "")) for k in keys] for v in order]), ""]
@@ -213,15 +218,22 @@ def write_report(res: BenchmarkResults, an: Analysis, out_dir: Path, plots: Sequ
     parts += ["Counts add up over resumed runs. Judge calls are batched calls: `judge_embedded_calls` counts calls of the "
               "embedded judges (the env's rubric once per step, labels, AT and safety once per scored batch), "
               "`judge_llm_calls` the LLM judges' `generate` calls (cache hits make none).", ""]
+    plots = [*plots, *(p for o in res.extra.values() for p in o.plots)]
     if plots:
-        parts += ["## Plots", "", *[f"![{Path(p).stem}]({Path(p).name})" for p in plots], ""]
+        parts += ["## Plots", "", *[f"![{Path(p).stem}]({_link(Path(p), out_dir)})" for p in plots], ""]
     path = out_dir / "report.md"
     path.write_text("\n".join(parts))
     return path
 
 
+def _link(path: Path, out_dir: Path) -> str:
+    """A plot's link from report.md: protocols write theirs in their own folder under ``out_dir``."""
+    return str(path.relative_to(out_dir)) if path.is_relative_to(out_dir) else path.name
+
+
 def write_csv(res: BenchmarkResults, out_dir: Path) -> Path:
-    """``results.csv``: one row per episode (sessions and course sessions) with every metric and rubric item."""
+    """``results.csv``: one row per episode (sessions and course sessions) with every metric and rubric item, then
+    the rows of each registered protocol that ran (its own columns; the others empty)."""
     rows = []
     for r in res.sessions + res.courses:
         row = {k: r.get(k) for k in ("protocol", "variant", "key", "profile_id", "attitude", "seed", "session", "reward", "ended_by")}
@@ -230,6 +242,7 @@ def write_csv(res: BenchmarkResults, out_dir: Path) -> Path:
             row[k] = ";".join(str(a) for a in v) if isinstance(v, list) else v
         row.update({f"item_{k}": v for k, v in r["items"].items()})
         rows.append(row)
+    rows += [row for o in res.extra.values() for row in o.rows]
     columns = list(dict.fromkeys(k for row in rows for k in row))
     path = out_dir / "results.csv"
     with path.open("w", newline="") as fh:
@@ -365,7 +378,12 @@ def log_wandb(run: Any, res: BenchmarkResults, an: Analysis, plots: Sequence[Pat
         for t in an.mixed.terms:
             mt.add_data(t["term"], t["coef"], t["se"], t["ci95"][0], t["ci95"][1], t["p"])
         flat["benchmark/mixed_effects"] = mt
-    for p in plots:
+    for name, o in res.extra.items():
+        for v, cells in o.table.items():
+            for m, c in cells.items():
+                if c.get("mean") is not None:
+                    flat[f"{name}/{v}/{m}"] = c["mean"]
+    for p in [*plots, *(p for o in res.extra.values() for p in o.plots)]:
         flat[f"plots/{Path(p).stem}"] = wandb.Image(str(p))
     run.log(flat)
     run.summary["costs"] = json.dumps({"variants": res.costs, "groups": res.group_costs})

@@ -3,6 +3,7 @@
 Layout of ``output_dir``::
 
     sessions/<variant>.jsonl   courses/<variant>.jsonl   crisis/<variant>.jsonl   act_match/<variant>.jsonl
+    <protocol>/...             (each protocol of registry.EXTRA_PROTOCOLS that ran: its own records)
     costs/<variant>.json       judge_cache.sqlite        results.csv   report.md   *.png   summary.json
 
 A killed run restarted with the same config continues: finished episodes, course sessions,
@@ -23,10 +24,11 @@ from ..rollout import EpisodeSpec
 from . import protocols
 from .config import BenchmarkConfig
 from .judges import EpisodeJudges
+from .registry import EXTRA_PROTOCOLS, ProtocolContext, runner_of
 from .report import BenchmarkResults, analyse, log_wandb, write_csv, write_plots, write_report
 from .variants import BackendPool, MeteredBackend, Variant, parse_variants
 
-PROTOCOLS = ("sessions", "courses", "crisis", "act_match")
+CORE_PROTOCOLS = ("sessions", "courses", "crisis", "act_match")
 #: The costs row of what all variants share: the patient, the judges and the wall time.
 SHARED = "all variants (patient, judges)"
 ATTITUDES = {"both": ("active", "passive"), "active": ("active",), "passive": ("passive",)}
@@ -57,9 +59,10 @@ class Plan:
 
 def plan(cfg: BenchmarkConfig) -> Plan:
     """Variants, profiles, episode specs, probes and pairs of a config."""
-    unknown = [p for p in cfg.protocols if p not in PROTOCOLS]
+    known = [*CORE_PROTOCOLS, *EXTRA_PROTOCOLS]
+    unknown = [p for p in cfg.protocols if p not in known]
     if unknown:
-        raise ValueError(f"protocols: unknown {unknown}; choose from {list(PROTOCOLS)}")
+        raise ValueError(f"protocols: unknown {unknown}; choose from {known}")
     if cfg.attitudes not in ATTITUDES:
         raise ValueError(f"attitudes must be one of {list(ATTITUDES)} (got {cfg.attitudes!r})")
     variants, skipped = [], []
@@ -141,7 +144,7 @@ def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run:
     summary_sampling = Sampling(max_new_tokens=cfg.summary_max_new_tokens)
     res = BenchmarkResults(variants=[v.name for v in p.variants], ctrs=judges.ctrs is not None, reference=cfg.reference,
                            bases={v.name: v.base for v in p.variants if v.base})
-    records: dict[str, list[dict[str, Any]]] = {k: [] for k in PROTOCOLS}
+    records: dict[str, list[dict[str, Any]]] = {k: [] for k in CORE_PROTOCOLS}
     # Every variant runs in the same batches: one therapist call per model per step, one patient call for all sessions.
     groups = model_groups(p.variants, therapist_spec)
     engines = [MeteredBackend(pool.therapist(g[0], therapist_spec)) for g in groups]
@@ -167,6 +170,11 @@ def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run:
     if "act_match" in p.protocols and p.act_pairs:
         records["act_match"] = protocols.run_act_match(p.variants, therapists, p.act_pairs, out / "act_match", judges, sampling, meter)
         done("act match")
+    for name in (n for n in p.protocols if n in EXTRA_PROTOCOLS):
+        (out / name).mkdir(parents=True, exist_ok=True)
+        ctx = ProtocolContext(cfg, p.variants, therapists, pool, judges, sampling, meter, out / name, p.profiles, log)
+        res.extra[name] = runner_of(name)(ctx)
+        done(name)
     judge_after, patient_after = judges.usage(), _calls(patient_backend)
     for v in p.variants:
         res.costs[v.name] = _add_costs(out / "costs" / f"{v.name}.json", {
@@ -207,7 +215,8 @@ def write_outputs(res: BenchmarkResults, out: Path, wandb_run: Any = None) -> di
     plots = write_plots(res, an, out)
     report = write_report(res, an, out, [str(x) for x in plots])
     summary = {"table": an.table, "contrasts": an.contrasts, "costs": res.costs, "group_costs": res.group_costs, "notes": res.notes,
-               "mixed_effects": None if an.mixed is None else an.mixed.__dict__}
+               "mixed_effects": None if an.mixed is None else an.mixed.__dict__,
+               "protocols": {name: {"table": o.table, **o.summary} for name, o in res.extra.items()}}
     (out / "summary.json").write_text(json.dumps(summary, indent=1, default=str))
     log_wandb(wandb_run, res, an, plots)
     return {"csv": csv_path, "report": report, **{x.stem: x for x in plots}}

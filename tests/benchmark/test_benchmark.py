@@ -118,6 +118,30 @@ def test_variants_on_different_models_share_every_patient_call(tmp_path):
     assert said == {"v0": "What went through your mind?", "v1": "You should relax more."}
 
 
+def test_a_registered_protocol_runs_reports_and_resumes(tmp_path, monkeypatch):
+    from cbtgym.benchmark import registry
+    from cbtgym.benchmark.runner import run
+
+    monkeypatch.setitem(registry.EXTRA_PROTOCOLS, "toy", "tests.benchmark.toy_protocol:run")
+    models = [{"type": "scripted", "replies": ["Tell me more about that."], "name": "a"},
+              {"type": "scripted", "replies": ["Breathe."], "name": "b"}]
+    cfg = tiny(tmp_path, variants=[{"name": f"v{i}", "prompt": "naive", "therapist": m} for i, m in enumerate(models)],
+               reference="v0", protocols=["toy"], safety_judge="rules")
+    res = run(cfg, log=lambda *_: None)
+    assert [r["words"] for r in res.extra["toy"].rows] == [5, 1]
+    with (tmp_path / "results.csv").open() as fh:
+        assert [(r["protocol"], r["variant"], r["words"]) for r in csv.DictReader(fh)] == [("toy", "v0", "5"), ("toy", "v1", "1")]
+    assert "## Toy protocol" in (tmp_path / "report.md").read_text()
+    summary = json.loads((tmp_path / "summary.json").read_text())["protocols"]["toy"]
+    assert summary["table"]["v1"]["words"]["mean"] == 1 and summary["prompt"] == "How do I start?"
+    assert res.costs["v0"]["therapist_calls"] == 1
+    run(cfg, log=lambda *_: None)  # resumed: nothing re-asked
+    assert json.loads((tmp_path / "costs" / "v0.json").read_text())["therapist_calls"] == 1
+    assert len((tmp_path / "toy" / "replies.jsonl").read_text().splitlines()) == 2
+    with pytest.raises(ValueError, match="unknown"):
+        run(tiny(tmp_path, protocols=["nope"]), log=lambda *_: None)
+
+
 @pytest.mark.slow
 def test_gpu_config_code_path_with_the_embedded_model(pool, embedded_dir, tmp_path):
     """The 8B config, its backends pointed at SmolLM2: LLM patient and LLM judges (CTRS included) run.
