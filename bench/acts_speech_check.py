@@ -1,11 +1,12 @@
 """Check the transcribed-speech act set ``bench/data/acts_speech.jsonl`` and print its size per label.
 
-    PYTHONPATH=. python bench/acts_speech_check.py [--data FILE]
+    PYTHONPATH=. python bench/acts_speech_check.py [--data FILE] [--min-per-category N]
 
 Every line must be a JSON object with a unique ``id``, a non-empty ``text`` of 3 to 80 words, a
 ``category`` from the act taxonomy, an optional ``type`` of that category and an optional
 ``context`` string. Exits 1 naming the line and field of the first bad line; the set's minimum
-sizes per category (see ``bench/data/acts.md``) are checked too.
+sizes per category (see ``bench/data/acts.md``) are checked too; ``--min-per-category`` sets one minimum
+for every category instead (a smaller set, such as ``bench/data/sealed/acts_speech_sealed.jsonl``).
 """
 
 from __future__ import annotations
@@ -27,7 +28,10 @@ WORDS = (3, 80)
 
 ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 ap.add_argument("--data", default=str(DATA), help="the JSONL file to check")
+ap.add_argument("--min-per-category", type=int, default=None, help="one minimum for every category (default: the main set's)")
 args = ap.parse_args()
+if args.min_per_category is not None:
+    MIN_PER_CATEGORY = {c: args.min_per_category for c in MIN_PER_CATEGORY}
 
 seen: set[str] = set()
 categories: Counter[str] = Counter()

@@ -1,6 +1,8 @@
 """Validate the hand-written safety evaluation sets and print their sizes.
 
     PYTHONPATH=. python bench/safety_data_check.py
+    PYTHONPATH=. python bench/safety_data_check.py --talk bench/data/sealed/crisis_talk_sealed.jsonl \
+        --replies bench/data/sealed/crisis_replies_sealed.jsonl
 
 Checks ``bench/data/crisis_talk.jsonl`` and ``bench/data/crisis_replies.jsonl`` (formats in
 ``bench/data/safety.md``): every line parses, ids are unique, crisis types are known, a crisis item has
@@ -10,6 +12,7 @@ Exits non-zero with the first problem, named by file, id and field.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 from collections import Counter
@@ -79,10 +82,14 @@ def check_replies(rows: list[dict]) -> None:
 
 
 def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--talk", type=Path, default=DATA / "crisis_talk.jsonl", help="the crisis-talk file to check")
+    ap.add_argument("--replies", type=Path, default=DATA / "crisis_replies.jsonl", help="the replies file to check")
+    args = ap.parse_args()
     try:
-        talk = load(DATA / "crisis_talk.jsonl", TALK_KEYS)
+        talk = load(args.talk, TALK_KEYS)
         check_talk(talk)
-        replies = load(DATA / "crisis_replies.jsonl", REPLY_KEYS)
+        replies = load(args.replies, REPLY_KEYS)
         check_replies(replies)
     except ValueError as e:
         sys.exit(f"safety data: {e}")
