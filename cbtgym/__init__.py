@@ -2,7 +2,8 @@
 
 ``gym.make("CBTSession-v0")`` gives one session with a simulated patient;
 ``gym.make_vec("CBTSession-v0", num_envs=N, vectorization_mode="vector_entry_point")``
-gives N sessions stepped with one batched model call per step.
+gives N sessions stepped with one batched model call per step;
+``gym.make("CBTCourse-v0", sessions=N)`` gives a course of N sessions with one patient who remembers them.
 """
 
 import os as _os
@@ -28,5 +29,7 @@ gymnasium.register(
     entry_point="cbtgym.envs.cbt_session:CBTSessionEnv",
     vector_entry_point="cbtgym.envs.vector:CBTSessionVectorEnv",
 )
+
+gymnasium.register(id="CBTCourse-v0", entry_point="cbtgym.envs.cbt_course:CBTCourseEnv")
 
 __all__ = ["Transcript", "Turn", "__version__"]

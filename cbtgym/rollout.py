@@ -43,9 +43,10 @@ class Episode:
 
 
 def play_batch(batch: SessionBatch, specs: Sequence[EpisodeSpec], act: Act,
-               on_step: Callable[[int], None] | None = None) -> list[Episode]:
-    """Start ``specs`` in ``batch`` and step them until all have ended (:func:`play_out`)."""
-    sessions = batch.reset(specs)
+               on_step: Callable[[int], None] | None = None, memories: Sequence[Any] | None = None) -> list[Episode]:
+    """Start ``specs`` in ``batch`` and step them until all have ended (:func:`play_out`);
+    ``memories``: each patient's course memory (see :meth:`SessionBatch.reset`)."""
+    sessions = batch.reset(specs, memories=memories)
     rewards, comps = play_out(batch, act, on_step)
     return [Episode(spec, s.transcript.copy(), rewards[j], comps[j]) for j, (spec, s) in enumerate(zip(specs, sessions))]
 

@@ -88,6 +88,9 @@ class MixedEffects:
             care), ``"fallback"`` (the mixed model failed; OLS with patient-clustered errors instead)
             or ``"failed"``.
         terms: Rows ``{term, coef, se, ci95, p}``.
+        contrasts: Every pair of variants, ``{a, b, diff, se, ci95, p, p_bonferroni}``: the model's
+            ``a - b`` at the same session (a Wald t-test on the fit), ``p_bonferroni`` corrected for
+            the number of pairs.
         group_variance: Variance of the random intercept (``None`` when not fitted).
         messages: Warnings and errors, for the report.
     """
@@ -96,6 +99,7 @@ class MixedEffects:
     group: str
     status: str
     terms: list[dict[str, Any]] = field(default_factory=list)
+    contrasts: list[dict[str, Any]] = field(default_factory=list)
     group_variance: float | None = None
     n_obs: int = 0
     n_groups: int = 0
@@ -112,11 +116,61 @@ def _terms(fit: Any) -> list[dict[str, Any]]:
     return rows
 
 
+def _pairwise(fit: Any, df: Any, formula: str) -> list[dict[str, Any]]:
+    """Bonferroni-corrected contrasts between every pair of variants: each variant's row of the fixed-effects
+    design (at the mean session), differenced and t-tested on the fit."""
+    from itertools import combinations
+
+    from patsy import dmatrix
+    from statsmodels.stats.multitest import multipletests
+
+    info = dmatrix(formula.split("~", 1)[1], df, return_type="dataframe").design_info
+    cells = df.drop_duplicates("variant").assign(session_centered=0.0).set_index("variant", drop=False)
+    design = dmatrix(info, cells, return_type="dataframe").set_index(cells.index)
+    names = list(fit.fe_params.index if hasattr(fit, "fe_params") else fit.params.index)
+    design = design[names]  # the fit's order of parameters
+    rows = []
+    for a, b in combinations(sorted(cells.index), 2):
+        test = fit.t_test((design.loc[a] - design.loc[b]).to_numpy(dtype=float)[None, :])
+        lo, hi = np.asarray(test.conf_int()).ravel()
+        rows.append({"a": a, "b": b, "diff": float(np.ravel(test.effect)[0]), "se": float(np.ravel(test.sd)[0]),
+                     "ci95": [float(lo), float(hi)], "p": float(np.ravel(test.pvalue)[0])})
+    if rows:
+        for row, p in zip(rows, multipletests([r["p"] for r in rows], method="bonferroni")[1]):
+            row["p_bonferroni"] = float(p)
+    return rows
+
+
+def _fixed_effects(df: Any, reference: str) -> tuple[str, list[str]]:
+    """The fixed-effects formula: ``C(variant)``, or, when the variants run on several base models and some
+    treatment (prompt, adapter) runs on more than one, ``C(treatment) + C(model)``; with the messages why."""
+    variant = f"C(variant, Treatment(reference={reference!r}))"
+    if "model" not in df or df["model"].nunique() < 2:
+        return f"y ~ {variant} + session_centered", []
+    import patsy
+
+    ref = df[df["variant"] == reference].iloc[0]
+    formula = (f"y ~ C(treatment, Treatment(reference={ref['treatment']!r})) + C(model, Treatment(reference={ref['model']!r}))"
+               " + session_centered")
+    x = patsy.dmatrix(formula.split("~", 1)[1], df, return_type="dataframe")
+    if np.linalg.matrix_rank(x.to_numpy(dtype=float)) < x.shape[1]:
+        return f"y ~ {variant} + session_centered", [
+            f"{df['model'].nunique()} base models, but no treatment runs on two of them: model and treatment cannot be "
+            "told apart, so C(model) is left out (C(variant) holds both)"]
+    return formula, [f"{df['model'].nunique()} base models: C(treatment) + C(model) instead of C(variant)"]
+
+
 def mixed_effects(rows: Sequence[dict[str, Any]], reference: str, *, response: str = "total", group: str = "patient") -> MixedEffects:
-    """``total ~ C(variant) + session_centered + (1|patient)`` with statsmodels ``mixedlm``.
+    """``total ~ C(variant) + session_centered + (1|patient)`` with statsmodels ``mixedlm``, and pairwise contrasts.
+
+    When the rows carry ``model`` (the variant's base model) and ``treatment`` (what the variant does on it:
+    its prompt and adapter) and there are several models, the fixed effects are
+    ``C(treatment) + C(model) + session_centered`` (a variant is its treatment on its model), provided some
+    treatment runs on two models; otherwise the two cannot be told apart and ``C(variant)`` stays.
 
     Args:
-        rows: One dict per session with ``variant``, ``session`` (1-based), ``patient`` and ``response``.
+        rows: One dict per session with ``variant``, ``session`` (1-based), ``patient`` and ``response``
+            (optionally ``model`` and ``treatment``).
         reference: The variant the others are compared with (the model's intercept).
         response: The outcome column (CTRS total, or the embedded reward when there is no CTRS judge).
         group: The column of the random intercept.
@@ -127,18 +181,19 @@ def mixed_effects(rows: Sequence[dict[str, Any]], reference: str, *, response: s
     import pandas as pd
     import statsmodels.formula.api as smf
 
-    df = pd.DataFrame([{k: r[k] for k in ("variant", "session", group)} | {"y": _number(r[response])} for r in rows]).dropna()
-    formula = f"y ~ C(variant, Treatment(reference={reference!r})) + session_centered"
-    result = MixedEffects(formula.replace("y ~", f"{response} ~"), group, "failed", n_obs=len(df),
-                          n_groups=int(df[group].nunique()) if len(df) else 0)
+    extra = [k for k in ("model", "treatment") if rows and all(r.get(k) is not None for r in rows)]
+    df = pd.DataFrame([{k: r[k] for k in ("variant", "session", group, *extra)} | {"y": _number(r[response])} for r in rows]).dropna()
+    result = MixedEffects("", group, "failed", n_obs=len(df), n_groups=int(df[group].nunique()) if len(df) else 0)
     if df.empty or df["variant"].nunique() < 2 or reference not in set(df["variant"]):
+        result.formula = f"{response} ~ C(variant) + session_centered"
         result.messages.append(f"not fitted: needs sessions of at least two variants including the reference {reference!r}")
         return result
     df["session_centered"] = df["session"] - df["session"].mean()
+    formula, result.messages = _fixed_effects(df if len(extra) == 2 else df.drop(columns=extra), reference)
     if df["session"].nunique() < 2:
         formula = formula.replace(" + session_centered", "")
-        result.formula = result.formula.replace(" + session_centered", "")
         result.messages.append("one session per patient: session_centered left out")
+    result.formula = formula.replace("y ~", f"{response} ~")
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -146,7 +201,7 @@ def mixed_effects(rows: Sequence[dict[str, Any]], reference: str, *, response: s
         result.messages += sorted({str(w.message).splitlines()[0] for w in caught})
         if not np.all(np.isfinite(fit.bse.reindex(fit.fe_params.index).to_numpy(dtype=float))):
             raise np.linalg.LinAlgError("non-finite standard errors (singular fit)")
-        result.terms = _terms(fit)
+        result.terms, result.contrasts = _terms(fit), _pairwise(fit, df, formula)
         result.group_variance = float(np.asarray(fit.cov_re)[0, 0])
         boundary = result.group_variance < 1e-8 or any("boundary" in m or "converge" in m.lower() for m in result.messages)
         result.status = "boundary" if boundary else "ok"
@@ -157,17 +212,19 @@ def mixed_effects(rows: Sequence[dict[str, Any]], reference: str, *, response: s
         ols = smf.ols(formula, df).fit(cov_type="cluster", cov_kwds={"groups": pd.factorize(df[group])[0]})
         if not np.all(np.isfinite(ols.bse.to_numpy(dtype=float))):
             raise np.linalg.LinAlgError("non-finite standard errors")
-        result.terms, result.status = _terms(ols), "fallback"
+        result.terms, result.contrasts, result.status = _terms(ols), _pairwise(ols, df, formula), "fallback"
         result.messages.append("fallback: OLS with standard errors clustered by patient (no random intercept)")
     except Exception as e:
         result.messages.append(f"OLS fallback failed too: {type(e).__name__}: {e}")
     return result
 
 
-def course_rows(records: Sequence[dict[str, Any]], response: Getter) -> list[dict[str, Any]]:
-    """Rows for :func:`mixed_effects` from course records (patient = profile, attitude and seed)."""
+def course_rows(records: Sequence[dict[str, Any]], response: Getter, models: dict[str, tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+    """Rows for :func:`mixed_effects` from course records (patient = profile, attitude and seed);
+    ``models[variant] = (base model, treatment)`` adds those columns."""
+    models = models or {}
     return [{"variant": r["variant"], "session": r["session"], "patient": f"{r['profile_id']}|{r['attitude']}|{r['seed']}",
-             "total": response(r)} for r in records]
+             "total": response(r), **dict(zip(("model", "treatment"), models.get(r["variant"], ())))} for r in records]
 
 
 def per_session_means(records: Sequence[dict[str, Any]], response: Getter, order: Sequence[str]) -> dict[str, dict[int, dict]]:

@@ -5,10 +5,11 @@
   therapist call per model, one patient and one reward call for the whole batch, :func:`play`) and
   scored by :class:`~cbtgym.benchmark.judges.EpisodeJudges`.
 * :func:`run_courses`: multi-session courses (Tahir): N sessions per patient; after each session
-  the therapist writes a summary (``prompts/course_summary.txt``), which the next session's system
-  prompt carries (``prompts/course_context.txt``); the ``course`` variant switches phase prompts
-  (assessment, initial, middle, termination). Each session opens with ``prompts/course_opening.txt``
-  after the first. The simulated patient starts every session from its profile (no memory).
+  the therapist writes a summary, which the next session's system prompt carries (``prompts/course_context.txt``); the ``course`` variant switches phase prompts
+  (assessment, initial, middle, termination). Each session opens with ``cbtgym/envs/prompts/course_opening.txt``
+  after the first (the summary request is ``cbtgym/envs/prompts/course_summary.txt``, shared with ``CBTCourse-v0``).
+  The simulated patient remembers the course (:class:`~cbtgym.patients.course_memory.CourseMemory`, kept in
+  each record's ``memory``): the layers it told stay open and it reports on the homework set last time.
 * :func:`run_crisis_probes`: crisis probes (Moore et al., 2025): a patient utterance that
   discloses suicidal ideation, delusions, mania or asks for means, from
   ``rewards/safety/data/probes.jsonl``; the reply is checked against the gold crisis types.
@@ -32,12 +33,14 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from ..backends.base import Backend, Sampling
+from ..envs.course import COURSE_OPENING, summary_request
 from ..envs.sessions import OPENING, SessionBatch
 from ..jsonl import JsonlWriter, read_jsonl
+from ..patients import CourseMemory
 from ..rollout import Episode, EpisodeSpec, play_batch
 from ..transcript import Transcript
 from .judges import EpisodeJudges
-from .variants import Variant, protocol_prompt
+from .variants import Variant
 
 EXAMPLE_ACT_PAIRS = Path(__file__).with_name("data") / "act_match_example.jsonl"
 #: Crisis types of Moore et al.'s stimuli: suicidal ideation, delusions, mania, requests for means.
@@ -92,18 +95,19 @@ def episode_items(ep: Episode) -> dict[str, float | None]:
 
 def play(therapists: Mapping[str, Backend], entries: Sequence[tuple[str, str, EpisodeSpec]], sampling: Sampling,
          env_kwargs: dict[str, Any], meter: TherapistMeter | None = None,
-         on_step: Callable[[int], None] | None = None) -> list[Episode]:
+         on_step: Callable[[int], None] | None = None, memories: Sequence[CourseMemory | None] | None = None) -> list[Episode]:
     """Sessions of several variants stepped together: per step one therapist call per model and one patient call.
 
     Each entry is ``(variant name, system prompt, spec)``; ``therapists`` maps variant names to backends.
     The loop of :func:`cbtgym.rollout.run_episodes` (:func:`~cbtgym.rollout.play_batch`), with the system
     prompt per session, so variants sharing a model share its calls, and all sessions share the patient's.
+    ``memories``: what each entry's patient remembers of its course (see :meth:`SessionBatch.reset`).
     """
     def act(idx: Sequence[int], transcripts: Sequence[Transcript]) -> list[str]:
         return generate_for(therapists, [(entries[j][0], t.as_chat("therapist", entries[j][1])) for j, t in zip(idx, transcripts)],
                             sampling, meter)
 
-    return play_batch(SessionBatch.from_kwargs(**env_kwargs), [spec for _, _, spec in entries], act, on_step)
+    return play_batch(SessionBatch.from_kwargs(**env_kwargs), [spec for _, _, spec in entries], act, on_step, memories)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -176,9 +180,7 @@ def course_key(spec: EpisodeSpec, session: int) -> str:
 
 def summary_conversation(transcript: Transcript) -> list[dict[str, str]]:
     """The request for a session summary (the therapist writes it, as in Tahir's pipeline)."""
-    from ..llm import fence
-
-    return [{"role": "user", "content": protocol_prompt("course_summary.txt").substitute(transcript=fence(transcript.render(), notice=False))}]
+    return [{"role": "user", "content": summary_request(transcript)}]
 
 
 def run_courses(variants: Sequence[Variant], therapists: Mapping[str, Backend], specs: Sequence[EpisodeSpec], sessions: int, out_dir: str | Path,
@@ -187,28 +189,37 @@ def run_courses(variants: Sequence[Variant], therapists: Mapping[str, Backend], 
     """``sessions`` consecutive sessions per spec (a patient) and variant, each opened by the previous one's summary.
 
     Resumes session by session: session n of a patient runs when it is missing from
-    ``out_dir/<variant>.jsonl``; the summary of session n-1 is read from there.
+    ``out_dir/<variant>.jsonl``; the summary of session n-1 and the patient's memory after it are read
+    from there. Each patient's memory is its own per variant: what one therapist reached stays open only
+    in that therapist's course.
     """
     if sessions < 1:
         raise ValueError(f"course sessions must be >= 1 (got {sessions})")
     by_name = {v.name: v for v in variants}
+    profiles = {p.id: p for p in env_kwargs["profiles"]}
     with _Files(out_dir, variants) as files:
         for n in range(1, sessions + 1):
             todo = []
             for v in variants:
                 for s in specs:
                     if course_key(s, n) not in files.done[v.name]:
-                        summary = files.done[v.name][course_key(s, n - 1)]["summary"] if n > 1 else None
-                        todo.append((v.name, v.system_prompt(n, sessions, summary), s, summary))
-            kwargs = dict(env_kwargs, opening=protocol_prompt("course_opening.txt").template) if n > 1 else env_kwargs
+                        before = files.done[v.name][course_key(s, n - 1)] if n > 1 else None
+                        memory = (CourseMemory.from_dict(before["memory"]) if before else
+                                  CourseMemory(s.profile_id, s.attitude or profiles[s.profile_id].attitude, s.seed))
+                        summary = before["summary"] if before else None
+                        todo.append((v.name, v.system_prompt(n, sessions, summary), s, summary, memory))
+            kwargs = dict(env_kwargs, opening=COURSE_OPENING) if n > 1 else env_kwargs
             for chunk in _chunks(todo, batch_size):
-                episodes = play(therapists, [(name, system, s) for name, system, s, _ in chunk], sampling, kwargs, meter)
+                episodes = play(therapists, [(name, system, s) for name, system, s, *_ in chunk], sampling, kwargs, meter,
+                                memories=[memory if n > 1 else None for *_, memory in chunk])
                 metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
                 written = generate_for(therapists, [(name, summary_conversation(ep.transcript)) for (name, *_), ep in zip(chunk, episodes)],
                                        summary_sampling, meter)
-                for (name, _, _, previous), ep, m, summary in zip(chunk, episodes, metrics, written):
+                for (name, _, _, previous, memory), ep, m, summary in zip(chunk, episodes, metrics, written):
+                    summary = " ".join(summary.split())
                     files.write(name, _record(by_name[name], "course", course_key(ep.spec, n), ep, m, session=n,
-                                              previous_summary=previous, summary=" ".join(summary.split())))
+                                              previous_summary=previous, summary=summary,
+                                              memory=memory.after(ep.transcript, summary).to_dict()))
         return [files.done[v.name][course_key(s, n)] for v in variants for s in specs for n in range(1, sessions + 1)]
 
 

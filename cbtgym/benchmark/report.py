@@ -55,6 +55,8 @@ class BenchmarkResults:
         ctrs: Whether a CTRS judge was configured.
         reference: Reference variant of the mixed-effects model.
         extra: ``extra[protocol]``: the output of each registered protocol that ran (``registry.py``).
+        models: ``{variant: (base model, treatment)}``: with several base models the mixed model
+            separates the two (:func:`~cbtgym.benchmark.analysis.mixed_effects`).
     """
 
     variants: list[str]
@@ -70,6 +72,7 @@ class BenchmarkResults:
     ctrs: bool = False
     reference: str = ""
     extra: dict[str, ProtocolOutput] = field(default_factory=dict)
+    models: dict[str, tuple[str, str]] = field(default_factory=dict)
 
     def session_metrics(self) -> dict[str, tuple[str, Getter, str]]:
         return {k: v for k, v in SESSION_METRICS.items() if k != "ctrs" or self.ctrs}
@@ -125,7 +128,7 @@ def analyse(res: BenchmarkResults) -> Analysis:
     items = analysis.metric_table(res.sessions, item_getters, order)
     name, response = res.course_response()
     course_table = analysis.per_session_means(res.courses, response, order) if res.courses else {}
-    mixed = analysis.mixed_effects(analysis.course_rows(res.courses, response), res.reference or order[0]) if res.courses else None
+    mixed = analysis.mixed_effects(analysis.course_rows(res.courses, response, res.models), res.reference or order[0]) if res.courses else None
     crisis_by_type: dict[str, dict[str, dict]] = {}
     for v in order:
         types = sorted({r["probe_type"] for r in res.crisis})
@@ -202,6 +205,13 @@ def write_report(res: BenchmarkResults, an: Analysis, out_dir: Path, plots: Sequ
                                 [[t["term"], f"{t['coef']:.3f}", f"{t['se']:.3f}", f"[{t['ci95'][0]:.3f}, {t['ci95'][1]:.3f}]",
                                   f"{t['p']:.3g}"] for t in m.terms]), ""]
         parts += [f"- {msg}" for msg in m.messages] + ([""] if m.messages else [])
+        if m.contrasts:
+            parts += [f"### Pairwise contrasts between variants (model-based, at the same session; Bonferroni over "
+                      f"{len(m.contrasts)} pairs)", ""]
+            parts += [_md_table(["contrast", "difference", "SE", "95% CI (uncorrected)", "p", "p (Bonferroni)"],
+                                [[f"{c['a']} - {c['b']}", f"{c['diff']:.3f}", f"{c['se']:.3f}",
+                                  f"[{c['ci95'][0]:.3f}, {c['ci95'][1]:.3f}]", f"{c['p']:.3g}", f"{c['p_bonferroni']:.3g}"]
+                                 for c in m.contrasts]), ""]
     if res.crisis:
         types = sorted({r["probe_type"] for r in res.crisis})
         parts += ["## Crisis probes: pass rate by crisis type", ""]
@@ -241,6 +251,9 @@ def write_csv(res: BenchmarkResults, out_dir: Path) -> Path:
         for k, v in r["metrics"].items():
             row[k] = ";".join(str(a) for a in v) if isinstance(v, list) else v
         row.update({f"item_{k}": v for k, v in r["items"].items()})
+        if r.get("memory"):  # a course session: what the patient takes into the next one
+            row.update(course_reached=";".join(r["memory"]["reached"]), homework_set=r["memory"]["homework"] is not None,
+                       homework_done=r["memory"]["homework_done"])
         rows.append(row)
     rows += [row for o in res.extra.values() for row in o.rows]
     columns = list(dict.fromkeys(k for row in rows for k in row))
@@ -378,6 +391,11 @@ def log_wandb(run: Any, res: BenchmarkResults, an: Analysis, plots: Sequence[Pat
         for t in an.mixed.terms:
             mt.add_data(t["term"], t["coef"], t["se"], t["ci95"][0], t["ci95"][1], t["p"])
         flat["benchmark/mixed_effects"] = mt
+    if an.mixed is not None and an.mixed.contrasts:
+        ct = wandb.Table(columns=["a", "b", "diff", "se", "ci_low", "ci_high", "p", "p_bonferroni"])
+        for c in an.mixed.contrasts:
+            ct.add_data(c["a"], c["b"], c["diff"], c["se"], c["ci95"][0], c["ci95"][1], c["p"], c["p_bonferroni"])
+        flat["benchmark/course_contrasts"] = ct
     for name, o in res.extra.items():
         for v, cells in o.table.items():
             for m, c in cells.items():

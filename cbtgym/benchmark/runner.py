@@ -143,7 +143,7 @@ def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run:
     sampling = Sampling(max_new_tokens=cfg.max_new_tokens, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
     summary_sampling = Sampling(max_new_tokens=cfg.summary_max_new_tokens)
     res = BenchmarkResults(variants=[v.name for v in p.variants], ctrs=judges.ctrs is not None, reference=cfg.reference,
-                           bases={v.name: v.base for v in p.variants if v.base})
+                           bases={v.name: v.base for v in p.variants if v.base}, models=base_models(p.variants, therapist_spec))
     records: dict[str, list[dict[str, Any]]] = {k: [] for k in CORE_PROTOCOLS}
     # Every variant runs in the same batches: one therapist call per model per step, one patient call for all sessions.
     groups = model_groups(p.variants, therapist_spec)
@@ -206,6 +206,15 @@ def model_groups(variants: Sequence[Variant], default_spec: Any) -> list[list[Va
         spec = v.therapist if v.therapist is not None else default_spec
         groups.setdefault(f"{spec_key(spec)}+{v.adapter}", []).append(v)
     return list(groups.values())
+
+
+def base_models(variants: Sequence[Variant], default_spec: Any) -> dict[str, tuple[str, str]]:
+    """``{variant: (base model, treatment)}``: the model it runs on (its spec, without adapter) and what it does
+    there (its prompt, and its adapter), for the course protocol's ``C(treatment) + C(model)``."""
+    from .variants import spec_key
+
+    return {v.name: (spec_key(v.therapist if v.therapist is not None else default_spec),
+                     v.prompt + (f"+adapter:{v.adapter}" if v.adapter else "")) for v in variants}
 
 
 def write_outputs(res: BenchmarkResults, out: Path, wandb_run: Any = None) -> dict[str, Path]:

@@ -27,26 +27,11 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from ..backends.base import Backend, BackendError, Sampling
+from ..envs.course import PHASES, course_phase  # noqa: F401  (re-exported: the benchmark's phases are the env's)
 from ..therapists import therapist_prompt
 
 COURSE = "course"
-PHASES = ("assessment", "initial", "middle", "termination")
 PROMPTS_DIR = Path(__file__).with_name("prompts")
-
-
-def course_phase(session: int, sessions: int) -> str:
-    """Tahir's phase of session ``session`` (1-based) in a course of ``sessions``.
-
-    The first session is the assessment and the last (of two or more) the termination; the
-    second of three or more is the initial phase and the rest are middle sessions.
-    """
-    if not 1 <= session <= sessions:
-        raise ValueError(f"session must be within 1..{sessions} (got {session})")
-    if session == 1:
-        return "assessment"
-    if session == sessions:
-        return "termination"
-    return "initial" if session == 2 else "middle"
 
 
 def protocol_prompt(name: str) -> string.Template:

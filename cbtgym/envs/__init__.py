@@ -1,9 +1,10 @@
+from .cbt_course import CBTCourseEnv
 from .cbt_session import OPENING, CBTSessionEnv
 from .reward import PlaceholderReward, SessionReward, StepReward
 from .sessions import EpisodeSpec, Session, SessionBatch, StepResult
 from .vector import CBTSessionVectorEnv
 
 __all__ = [
-    "OPENING", "CBTSessionEnv", "CBTSessionVectorEnv", "EpisodeSpec", "PlaceholderReward", "Session", "SessionBatch",
+    "OPENING", "CBTCourseEnv", "CBTSessionEnv", "CBTSessionVectorEnv", "EpisodeSpec", "PlaceholderReward", "Session", "SessionBatch",
     "SessionReward", "StepResult", "StepReward",
 ]

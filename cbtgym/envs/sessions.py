@@ -26,7 +26,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from ..backends.base import Backend, Sampling
-from ..patients import LLMPatient, PatientReply, PatientState, RulePatient, read_cues
+from ..patients import CourseMemory, LLMPatient, PatientReply, PatientState, RulePatient, read_cues
 from ..profiles.schema import ATTITUDES, PatientProfile
 from ..transcript import Transcript
 from .reward import SessionReward, StepReward
@@ -207,7 +207,7 @@ class SessionBatch:
 
     # -- starting sessions ---------------------------------------------------------
     def reset(self, specs: Sequence[EpisodeSpec], *, rngs: Sequence[np.random.Generator | None] | None = None,
-              slots: Sequence[int] | None = None) -> list[Session]:
+              slots: Sequence[int] | None = None, memories: Sequence[CourseMemory | None] | None = None) -> list[Session]:
         """Start one session per spec, with the opening exchange (one patient call for all).
 
         Args:
@@ -215,17 +215,21 @@ class SessionBatch:
             rngs: Generators to draw profiles with, one per spec (a ``None`` entry: ``spec.seed``'s);
                 a given generator becomes the session's ``rng``, so it continues across resets.
             slots: Which sessions to replace (default: the batch becomes exactly these sessions).
+            memories: What each patient remembers of its course (one per spec, ``None`` entries for single
+                sessions; see :class:`~cbtgym.patients.course_memory.CourseMemory`); the spec must name the
+                memory's profile.
 
         Returns the new sessions. When the patient raises, the batch and the generators are left as they were.
         """
         rngs = list(rngs) if rngs is not None else [None] * len(specs)
-        if len(rngs) != len(specs) or (slots is not None and len(slots) != len(specs)):
-            raise ValueError(f"reset() needs one rng and one slot per spec ({len(specs)} specs, {len(rngs)} rngs, "
-                             f"{'no' if slots is None else len(slots)} slots)")
+        memories = list(memories) if memories is not None else [None] * len(specs)
+        if len(rngs) != len(specs) or len(memories) != len(specs) or (slots is not None and len(slots) != len(specs)):
+            raise ValueError(f"reset() needs one rng, memory and slot per spec ({len(specs)} specs, {len(rngs)} rngs, "
+                             f"{len(memories)} memories, {'no' if slots is None else len(slots)} slots)")
         rngs = [seeding.np_random(spec.seed)[0] if rng is None else rng for spec, rng in zip(specs, rngs)]
         states = [rng.bit_generator.state for rng in rngs]
         try:
-            fresh = [self._start(spec, rng) for spec, rng in zip(specs, rngs)]
+            fresh = [self._start(spec, rng, memory) for spec, rng, memory in zip(specs, rngs, memories)]
             self._answer(fresh)
         except BaseException:
             for rng, state in zip(rngs, states):
@@ -239,7 +243,7 @@ class SessionBatch:
                 self.sessions[slot] = session
         return fresh
 
-    def _start(self, spec: EpisodeSpec, rng: np.random.Generator) -> Session:
+    def _start(self, spec: EpisodeSpec, rng: np.random.Generator, memory: CourseMemory | None = None) -> Session:
         if spec.profile_id is not None:
             by_id = {p.id: p for p in self.profiles}
             if spec.profile_id not in by_id:
@@ -252,7 +256,9 @@ class SessionBatch:
             profile = profile.with_attitude(attitude)
         transcript = Transcript(profile.id, profile.attitude)
         transcript.add("therapist", to_charset(self.opening))
-        return Session(profile, self.patient.new_state(profile), transcript, rng)
+        # Patients written before courses existed take no memory; they are only asked for one in a course.
+        state = self.patient.new_state(profile) if memory is None else self.patient.new_state(profile, memory)
+        return Session(profile, state, transcript, rng)
 
     # -- stepping ------------------------------------------------------------------
     def step(self, actions: Sequence[str | None]) -> list[StepResult | None]:

@@ -4,17 +4,22 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field, fields, replace
-from typing import Any, Protocol, Sequence
+from typing import TYPE_CHECKING, Any, Protocol, Sequence
 
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
 from .moves import Move
+
+if TYPE_CHECKING:
+    from .course_memory import CourseMemory
 
 #: The order in which an active patient opens up (LLM4CBT: emotions, the experience,
 #: the reaction, then how they see it now), with the core belief underneath.
 LAYERS = ("emotions", "experience", "reaction", "thought", "belief")
 
 SATISFACTION_START = 30  # Witte et al. start every simulated client at 30/100.
+#: The ``disclosed_turn`` of a layer reached in an earlier session of a course.
+EARLIER_SESSION = -1
 
 
 @dataclass
@@ -24,7 +29,8 @@ class PatientState:
     profile: PatientProfile
     disclosed: list[str] = field(default_factory=list)
     #: Parallel to ``disclosed``: how many patient turns the transcript held when each layer
-    #: unlocked, i.e. the index of the patient reply it came just before.
+    #: unlocked, i.e. the index of the patient reply it came just before (:data:`EARLIER_SESSION`
+    #: for a layer a course reached before this session).
     disclosed_turn: list[int] = field(default_factory=list)
     trust: int = 0
     pressure: int = 0
@@ -32,6 +38,8 @@ class PatientState:
     left: bool = False
     #: Set by the env before a reply: this reply is the session's last (its round budget is reached).
     last_round: bool = False
+    #: What the patient remembers from earlier sessions of its course (None: a single session).
+    memory: CourseMemory | None = None
 
     def copy(self) -> "PatientState":
         """An independent copy (the profile, immutable, is shared)."""
@@ -39,7 +47,9 @@ class PatientState:
 
     def to_dict(self) -> dict[str, Any]:
         """Everything but the profile, JSON-serialisable; :meth:`from_dict` with the profile restores it."""
-        return {f.name: _unshared(getattr(self, f.name)) for f in fields(self) if f.name != "profile"}
+        out = {f.name: _unshared(getattr(self, f.name)) for f in fields(self) if f.name != "profile"}
+        out["memory"] = None if self.memory is None else self.memory.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], profile: PatientProfile) -> "PatientState":
@@ -48,7 +58,27 @@ class PatientState:
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"PatientState.from_dict: unknown field(s) {sorted(unknown)}; expected some of {sorted(known)}")
-        return cls(profile=profile, **{k: _unshared(v) for k, v in data.items()})
+        from .course_memory import CourseMemory
+
+        data = {k: _unshared(v) for k, v in data.items()}
+        if data.get("memory") is not None:
+            data["memory"] = CourseMemory.from_dict(data["memory"])
+        return cls(profile=profile, **data)
+
+    @classmethod
+    def opening(cls, profile: PatientProfile, memory: CourseMemory | None = None) -> "PatientState":
+        """The state a session starts in: fresh, or, in a course, with the layers earlier sessions reached open.
+
+        Raises:
+            ValueError: When ``memory`` is another patient's.
+        """
+        if memory is None:
+            return cls(profile=profile)
+        if (memory.profile_id, memory.attitude) != (profile.id, profile.attitude):
+            raise ValueError(f"course memory of {memory.profile_id}/{memory.attitude} given to a session of "
+                             f"{profile.id}/{profile.attitude}: pass each patient its own memory")
+        return cls(profile=profile, disclosed=list(memory.reached), disclosed_turn=[EARLIER_SESSION] * len(memory.reached),
+                   memory=memory)
 
     def disclose(self, layer: str, turn: int) -> None:
         """Record that ``layer`` unlocked just before patient reply number ``turn`` (0-based)."""
@@ -94,7 +124,9 @@ class PatientReply:
 class Patient(Protocol):
     """A simulated patient serves many sessions at once: its state lives in :class:`PatientState`."""
 
-    def new_state(self, profile: PatientProfile) -> PatientState: ...
+    def new_state(self, profile: PatientProfile, memory: CourseMemory | None = None) -> PatientState:
+        """The state of a new session (``memory``: what the patient remembers of its course)."""
+        ...
 
     def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
         """Answer the last therapist turn of each transcript (one batched model call at most)."""

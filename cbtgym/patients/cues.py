@@ -1,4 +1,4 @@
-"""Surface cues of a therapist utterance: warmth, pressure, a closing, a question mark.
+"""Surface cues of a therapist utterance: warmth, pressure, a closing, homework, a question mark.
 
 These are about tone, which words carry well; which disclosure layer a move reaches is a
 matter of meaning and is read by :mod:`cbtgym.patients.moves`. The phrase lists live in
@@ -31,6 +31,8 @@ class Cues:
     validates: bool
     presses: bool
     ends_session: bool
+    #: It sets work for between sessions (a thought record, an experiment, "this week, write down ...").
+    sets_homework: bool = False
 
 
 def read_cues(utterance: str) -> Cues:
@@ -43,4 +45,5 @@ def read_cues(utterance: str) -> Cues:
         validates=has["validation"],
         presses=has["pressing"],
         ends_session=has["closing"],
+        sets_homework=has["homework"],
     )

@@ -12,6 +12,7 @@ from ..backends.base import Backend, Sampling
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
 from .base import LEAVE_TOKEN, PatientReply, PatientState, clean_reply, last_therapist_text, unlock
+from .course_memory import CourseMemory, homework_status
 from .moves import MoveReader, default_reader
 from .rule_patient import risk_statements
 
@@ -110,7 +111,11 @@ class LLMPatient:
     That gating is for small models (SmolLM2), which otherwise blurt the thought out
     at once. A capable model (the Llama 3.1 configs) plays the patient better with its
     whole profile in view: ``disclosure="free"`` puts every layer in the system prompt
-    and sends no notes. Either way each reply's ``meta["disclosed"]`` records the layer the
+    and sends no notes.
+
+    In a course (a :class:`~cbtgym.patients.course_memory.CourseMemory` given to :meth:`new_state`)
+    the system prompt ends with what the patient remembers (:meth:`memory_text`): the layers it
+    already told, what changed, and the homework it was given and did or did not do. Either way each reply's ``meta["disclosed"]`` records the layer the
     therapist's move reached, so "AT reached" means the same in both modes.
 
     The chat is append-only: each turn's conversation is the previous one plus new
@@ -143,6 +148,7 @@ class LLMPatient:
         self.disclosure = disclosure
         self._reader = reader
         self._disclosure_text = yaml.safe_load((_PROMPTS / "llm_patient_disclosure.yaml").read_text())[disclosure]
+        self._memory_text = yaml.safe_load((_PROMPTS / "llm_patient_memory.yaml").read_text())
         self.backend = backend
         self.sampling = sampling or Sampling(max_new_tokens=96, temperature=0.7, top_p=0.95, seed=0)
         if rate_satisfaction not in RATING_MODES:
@@ -175,12 +181,13 @@ class LLMPatient:
             self._reader = default_reader()
         return self._reader
 
-    def new_state(self, profile: PatientProfile) -> PatientState:
-        return PatientState(profile=profile)
+    def new_state(self, profile: PatientProfile, memory: CourseMemory | None = None) -> PatientState:
+        return PatientState.opening(profile, memory)
 
     def system_prompt(self, state: PatientState) -> str:
-        """The part of the prompt that stays the same for the whole session."""
+        """The part of the prompt that stays the same for the whole session (in a course, with its memory)."""
         p = state.profile
+        memory = self.memory_text(state)
         return self._templates[p.attitude].format(
             name=p.persona.name or "the patient",
             age=p.persona.age,
@@ -192,7 +199,32 @@ class LLMPatient:
             ready=situation_fact(p) if self.disclosure == "gated" else all_facts(p),
             disclosure_rule=self._disclosure_text["rule"],
             leave_token=LEAVE_TOKEN,
-        )
+        ) + (f"\n\n{memory}" if memory else "")
+
+    def memory_text(self, state: PatientState) -> str:
+        """What the patient remembers of its course (``prompts/llm_patient_memory.yaml``); "" in a first session.
+
+        Gated, the facts of the layers earlier sessions reached are here (no note brings them again);
+        free, every fact is in the prompt already and only their names are.
+        """
+        m = state.memory
+        if m is None or m.sessions == 0:
+            return ""
+        text = self._memory_text
+        lines = [text["heading"].format(session=m.sessions + 1)]
+        if not m.reached:
+            lines.append(text["told_nothing"])
+        elif self.disclosure == "gated":
+            facts, risk = layer_facts(state.profile), risk_fact(state.profile)
+            lines += [text["told"]] + [facts[layer] for layer in m.reached if facts.get(layer)] + ([risk] if risk else [])
+        else:
+            lines.append(f"{text['told']} {', '.join(text['layer_names'][layer] for layer in m.reached)}.")
+        if m.new_layers:
+            lines.append(text["new_layers"].format(layers=", ".join(text["layer_names"][layer] for layer in m.new_layers)))
+        lines.append(text["homework"][homework_status(m)].format(homework=m.homework))
+        if m.satisfaction is not None:
+            lines.append(text["satisfaction"].format(satisfaction=m.satisfaction))
+        return "\n".join(lines)
 
     def notes(self, state: PatientState) -> dict[int, str]:
         """The note for each patient turn that came after an unlock, keyed by that turn's index (none when free)."""

@@ -12,6 +12,7 @@ import yaml
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
 from .base import PatientReply, PatientState, last_therapist_text, unlock, update_satisfaction
+from .course_memory import CourseMemory, homework_status
 from .moves import Move, MoveReader, default_reader
 
 _PROMPTS = Path(__file__).with_name("prompts")
@@ -63,6 +64,10 @@ class RulePatient:
     leaves (an active one after three times). It rates its satisfaction each turn by
     :func:`~cbtgym.patients.base.update_satisfaction`.
 
+    In a course (a :class:`~cbtgym.patients.course_memory.CourseMemory` given to :meth:`new_state`)
+    the layers earlier sessions reached stay open, and its first reply says whether it did the
+    homework it was given (``meta["homework"]``: ``done``, ``not_done`` or ``none``).
+
     Args:
         reader: Reads therapist turns into moves (default: one :class:`MoveReader` per process,
             MiniLM and the embedded act classifier).
@@ -80,13 +85,17 @@ class RulePatient:
             self._reader = default_reader()
         return self._reader
 
-    def new_state(self, profile: PatientProfile) -> PatientState:
-        return PatientState(profile=profile)
+    def new_state(self, profile: PatientProfile, memory: CourseMemory | None = None) -> PatientState:
+        return PatientState.opening(profile, memory)
 
     def opening(self, state: PatientState) -> PatientReply:
-        p = state.profile
-        text = _pick(_lines()["opening"][p.attitude], p.id, "opening")
-        return PatientReply(text, satisfaction=state.satisfaction)
+        """The reply to the session's opening; in a later session of a course, it reports on the homework."""
+        p, memory = state.profile, state.memory
+        if memory is None or memory.sessions == 0:
+            return PatientReply(_pick(_lines()["opening"][p.attitude], p.id, "opening"), satisfaction=state.satisfaction)
+        homework = homework_status(memory)
+        text = _pick(_lines()["course_opening"][homework][p.attitude], p.id, "opening", memory.sessions)
+        return PatientReply(text, satisfaction=state.satisfaction, meta={"homework": homework})
 
     def respond(self, states: Sequence[PatientState], transcripts: Sequence[Transcript]) -> list[PatientReply]:
         opens = [not t.therapist_turns or len(t.therapist_turns) == 1 and not t.patient_turns for t in transcripts]
