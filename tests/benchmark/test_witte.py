@@ -45,8 +45,12 @@ def expert_reply(conv, _):
     return REVISED if "Rewrite that reply" in _last_user(conv) else "Ask about the thought."
 
 
+#: Act labels play no part in these protocols; a scripted labeler spares the runner training the embedded one.
+UNUSED_LABELER = {"type": "scripted", "replies": ["{}"], "name": "unused-labeler"}
+
+
 def scripted_cfg(tmp_path, **changes):
-    base = dict(therapist=ScriptedBackend(therapist_reply, name="t"), variants=[{"name": "naive", "prompt": "naive"}],
+    base = dict(act_labeler=UNUSED_LABELER, therapist=ScriptedBackend(therapist_reply, name="t"), variants=[{"name": "naive", "prompt": "naive"}],
                 reference="naive", protocols=["refinement", "transcript_rating"], safety_judge="rules",
                 refinement_client=ScriptedBackend(client_reply, name="c"), refinement_expert=ScriptedBackend(expert_reply, name="e"),
                 refinement_exchanges=2, refinement_runs=2, patient_disclosure="free")
@@ -149,7 +153,8 @@ def test_both_protocols_run_on_the_embedded_model(pool, tmp_path):  # noqa: F811
 
     cfg = tiny(tmp_path, variants=[{"name": "naive", "prompt": "naive"}], reference="naive", protocols=["refinement", "transcript_rating"],
                profile_limit=1, max_new_tokens=6, refinement_exchanges=2, refinement_runs=1, refinement_conditions=["expert", "none"],
-               refinement_client_max_new_tokens=8, refinement_expert_max_new_tokens=8, transcript_limit=2, safety_judge="rules")
+               refinement_client_max_new_tokens=8, refinement_expert_max_new_tokens=8, transcript_limit=1, safety_judge="rules",
+               act_labeler=UNUSED_LABELER)
     res = run(cfg, pool=pool, log=lambda *_: None)
     records = list(read_jsonl(tmp_path / "refinement" / "exchanges.jsonl"))
     assert len(records) == 2 * 3
@@ -161,7 +166,7 @@ def test_both_protocols_run_on_the_embedded_model(pool, tmp_path):  # noqa: F811
     assert isinstance(expert_x1["feedback"], str)
     assert next(r for r in records if r["condition"] == "expert" and r["exchange"] == 2)["feedback_used"] == (expert_x1["feedback"] or None)
     tr = res.extra["transcript_rating"]
-    assert {r["source"] for r in tr.rows} == {"human", "expert_revision", "llm:naive"} and len(tr.rows) == 3 * 2
+    assert {r["source"] for r in tr.rows} == {"human", "expert_revision", "llm:naive"} and len(tr.rows) == 3
     assert tr.summary["costs"]["client_calls"] == 1 and tr.summary["costs"]["expert_calls"] == 1
     report = (tmp_path / "report.md").read_text()
     assert "## Refinement by an expert" in report and "## Real-transcript rating" in report

@@ -244,7 +244,8 @@ def plot_series(table, variants: Sequence[str], conditions: Sequence[str], last:
         ax.set_xticks(xs)
         ax.set_ylim(0, 100)
     axes.flat[0].set_ylabel("client satisfaction (0-100)")
-    axes.flat[0].legend(fontsize=7)
+    if axes.flat[0].get_legend_handles_labels()[0]:  # no line when every rating went unparsed
+        axes.flat[0].legend(fontsize=7)
     fig.suptitle("Refinement: satisfaction by feedback condition (mean, 95% CI)", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
