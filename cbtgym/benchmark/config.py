@@ -69,6 +69,18 @@ class BenchmarkConfig:
     judge_cache: bool = field(default=True, metadata={"help": "cache LLM judge calls in <output_dir>/judge_cache.sqlite"})
     seed: int = field(default=0, metadata={"help": "seed of sampled decoding"})
     wandb: bool = field(default=True, metadata={"help": "log to W&B (offline unless WANDB_MODE is set)"})
+    # -- refinement and transcript_rating (Witte et al.; cbtgym/benchmark/witte/) --
+    refinement_client: Any = field(default="embedded", metadata={"help": "backend spec of the client LLM that answers and rates 0-100 (refinement, transcript_rating)"})
+    refinement_expert: Any = field(default="embedded", metadata={"help": "backend spec of the expert LLM that gives feedback and revises replies"})
+    refinement_exchanges: int = field(default=6, metadata={"help": "therapist-client exchanges per refinement run (Witte et al.: 6)"})
+    refinement_runs: int = field(default=5, metadata={"help": "runs per variant and condition (run r: the r-th profile, cycling; paired across conditions)"})
+    refinement_conditions: list = field(default_factory=lambda: ["expert", "generic", "none"],
+                                        metadata={"help": "feedback conditions: 'expert' (the expert LLM's), 'generic' (a fixed sentence), 'none'"})
+    refinement_variants: list = field(default_factory=list, metadata={"help": "variants that run refinement and transcript_rating ([]: all)"})
+    refinement_client_max_new_tokens: int = field(default=48, metadata={"help": "tokens per client reply in refinement"})
+    refinement_expert_max_new_tokens: int = field(default=64, metadata={"help": "tokens of the expert's feedback or revision"})
+    transcript_file: str = field(default="", metadata={"help": "JSONL of real-session snippets for transcript_rating ('' = the shipped example)"})
+    transcript_limit: int = field(default=0, metadata={"help": "use the first N snippets (0: all)"})
 
     def __post_init__(self) -> None:
         for name in ("rounds", "course_sessions", "batch_size", "hf_batch_size", "max_new_tokens",
@@ -91,6 +103,26 @@ class BenchmarkConfig:
             raise ConfigError(f"patient_ratings: {self.patient_ratings!r} is not 'end' or 'turn'; set one of them")
         if self.ctrs_variant not in ("standard", "tahir"):
             raise ConfigError(f"ctrs_variant: {self.ctrs_variant!r} is not 'standard' or 'tahir'; set one of them")
+        self._check_witte()
+
+    def _check_witte(self) -> None:
+        """The refinement and transcript_rating fields (Witte et al.)."""
+        from .witte.conditions import CONDITIONS
+
+        for name in ("refinement_exchanges", "refinement_runs", "refinement_client_max_new_tokens", "refinement_expert_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1 (got {getattr(self, name)}); set --{name} 1 or more")
+        if self.transcript_limit < 0:
+            raise ConfigError(f"transcript_limit: must be >= 0 (got {self.transcript_limit}); set --transcript_limit 0 or more")
+        conds = self.refinement_conditions
+        if isinstance(conds, str) or not conds or any(c not in CONDITIONS for c in conds) or len(set(conds)) < len(conds):
+            raise ConfigError(f"refinement_conditions: {conds!r} must be a non-empty list of distinct conditions from "
+                              f"{list(CONDITIONS)}, e.g. --refinement_conditions expert,none")
+        names = [v if isinstance(v, str) else v.get("name") for v in self.variants] if isinstance(self.variants, list) else []
+        unknown = [v for v in self.refinement_variants if v not in names]
+        if isinstance(self.refinement_variants, str) or unknown:
+            raise ConfigError(f"refinement_variants: {unknown or self.refinement_variants!r} not among the variants {names}; "
+                              "name some of them, or give [] for all")
 
     def check(self) -> None:
         """Everything the run plan needs (protocols, variants, reference, profiles, probes, act pairs), before any

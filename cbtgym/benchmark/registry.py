@@ -25,7 +25,10 @@ if TYPE_CHECKING:
     from .variants import BackendPool, Variant
 
 #: Protocol name -> ``"module:function"`` of its runner (imported on use).
-EXTRA_PROTOCOLS: dict[str, str] = {}
+EXTRA_PROTOCOLS: dict[str, str] = {
+    "refinement": "cbtgym.benchmark.witte.refinement:run",
+    "transcript_rating": "cbtgym.benchmark.witte.transcript_rating:run",
+}
 
 
 @dataclass

@@ -11,7 +11,7 @@ import yaml
 from ..backends.base import Backend, Sampling
 from ..profiles.schema import PatientProfile
 from ..transcript import Transcript
-from .base import LEAVE_TOKEN, PatientReply, PatientState, clean_reply, last_therapist_text, unlock
+from .base import LEAVE_TOKEN, SATISFACTION_START, PatientReply, PatientState, clean_reply, last_therapist_text, unlock
 from .course_memory import CourseMemory, homework_status
 from .moves import MoveReader, default_reader
 from .rule_patient import risk_statements
@@ -23,10 +23,23 @@ RATING_SETTINGS = ("end", "turn", "never")  # the scripts' ``patient_ratings`` v
 #: ``gated``: layers reach the model in notes as the therapist's questions earn them; ``free``: the whole profile
 #: is in the system prompt (for capable models). The scripts' ``patient_disclosure`` values.
 DISCLOSURE_MODES = ("gated", "free")
+#: How a rating is asked for: a few greedy tokens (one integer).
+RATING_SAMPLING = Sampling(max_new_tokens=6, temperature=0.0)
 
 
 def _template(name: str) -> str:
     return (_PROMPTS / name).read_text()
+
+
+def parse_rating(text: str) -> int | None:
+    """The first integer 0-100 in a rater's answer; ``None`` when there is none (never filled in)."""
+    m = _INT.search(text)
+    return int(m.group(1)) if m else None
+
+
+def rating_history(transcript: Transcript) -> str:
+    """The ratings a patient gave so far in ``transcript``, after the start value: ``"30 (start), 45, 50"``."""
+    return ", ".join([f"{SATISFACTION_START} (start)", *map(str, transcript.satisfaction_series())])
 
 
 def situation_fact(profile: PatientProfile) -> str:
@@ -135,13 +148,16 @@ class LLMPatient:
             ``bench/patient_disclosure.py --note`` measures how often a template gets the thought said.
         disclosure: ``"gated"`` (default: layers arrive in notes as they are earned) or ``"free"`` (the whole
             profile in the system prompt); see above.
+        rating_template: The rating request (default ``prompts/llm_patient_rating.txt``), filled with ``{name}``,
+            ``{previous}`` (the last rating), ``{history}`` (:func:`rating_history`) and ``{dialogue}``.
         reader: Reads therapist moves (default: the process-wide :class:`~cbtgym.patients.moves.MoveReader`).
     """
 
     name = "llm"
 
     def __init__(self, backend: Backend, sampling: Sampling | None = None, rate_satisfaction: bool = True,
-                 note_template: str | None = None, disclosure: str = "gated", reader: MoveReader | None = None) -> None:
+                 note_template: str | None = None, disclosure: str = "gated", reader: MoveReader | None = None,
+                 rating_template: str | None = None) -> None:
         if disclosure not in DISCLOSURE_MODES:
             raise ValueError(f"LLMPatient(disclosure={disclosure!r}): use 'gated' (layers arrive as the therapist's "
                              "questions reach them; small models) or 'free' (the whole profile up front; capable models)")
@@ -159,7 +175,9 @@ class LLMPatient:
         self._note = note_template if note_template is not None else _template("llm_patient_note.txt")
         if "{facts}" not in self._note:
             raise ValueError("LLMPatient(note_template=...): the template must contain {facts}, where the unlocked facts go")
-        self._rating = _template("llm_patient_rating.txt")
+        self._rating = rating_template if rating_template is not None else _template("llm_patient_rating.txt")
+        if "{dialogue}" not in self._rating:
+            raise ValueError("LLMPatient(rating_template=...): the template must contain {dialogue}, where the session goes")
 
     @classmethod
     def configured(cls, backend: Backend, max_new_tokens: int, temperature: float, ratings: str,
@@ -264,13 +282,13 @@ class LLMPatient:
         convs = []
         for s, t, r in zip(states, transcripts, replies):
             dialogue = t.render() + f"\nPatient: {r.text}"
-            prompt = self._rating.format(name=s.profile.persona.name or "the patient", previous=s.satisfaction, dialogue=dialogue)
+            prompt = self._rating.format(name=s.profile.persona.name or "the patient", previous=s.satisfaction,
+                                         history=rating_history(t), dialogue=dialogue)
             convs.append([{"role": "user", "content": prompt}])
-        texts = self.backend.generate(convs, Sampling(max_new_tokens=6, temperature=0.0))
+        texts = self.backend.generate(convs, RATING_SAMPLING)
         for s, r, text in zip(states, replies, texts):
-            m = _INT.search(text)
-            if m:
-                s.satisfaction = int(m.group(1))
-                r.satisfaction = s.satisfaction
+            rating = parse_rating(text)
+            if rating is not None:
+                s.satisfaction = r.satisfaction = rating
             else:
                 r.meta["satisfaction_unparsed"] = text
