@@ -69,6 +69,11 @@ class BenchmarkConfig:
     judge_cache: bool = field(default=True, metadata={"help": "cache LLM judge calls in <output_dir>/judge_cache.sqlite"})
     seed: int = field(default=0, metadata={"help": "seed of sampled decoding"})
     wandb: bool = field(default=True, metadata={"help": "log to W&B (offline unless WANDB_MODE is set)"})
+    # distortions protocol (cbtgym/benchmark/distortions.py): naming the cognitive distortions of a client's thought
+    distortions_file: str = field(default="", metadata={"help": "labelled thoughts {text, labels} JSONL ('' = bench/data/distortions.jsonl; 'profiles' = the run's profiles' labelled automatic thoughts)"})
+    distortions_limit: int = field(default=0, metadata={"help": "use N thoughts, evenly spaced over the set (0: all)"})
+    distortions_max_new_tokens: int = field(default=48, metadata={"help": "tokens of a therapist's answer in the distortions protocol"})
+    distortions_detector: Any = field(default="embedded", metadata={"help": "reference detector scored on the same thoughts: 'embedded', a backend spec (LLM detector) or 'none'"})
 
     def __post_init__(self) -> None:
         for name in ("rounds", "course_sessions", "batch_size", "hf_batch_size", "max_new_tokens",
@@ -91,6 +96,11 @@ class BenchmarkConfig:
             raise ConfigError(f"patient_ratings: {self.patient_ratings!r} is not 'end' or 'turn'; set one of them")
         if self.ctrs_variant not in ("standard", "tahir"):
             raise ConfigError(f"ctrs_variant: {self.ctrs_variant!r} is not 'standard' or 'tahir'; set one of them")
+        # distortions protocol
+        if self.distortions_limit < 0:
+            raise ConfigError(f"distortions_limit: must be >= 0 (got {self.distortions_limit}); set --distortions_limit 0 (all) or more")
+        if self.distortions_max_new_tokens < 1:
+            raise ConfigError(f"distortions_max_new_tokens: must be >= 1 (got {self.distortions_max_new_tokens}); set 1 or more")
 
     def check(self) -> None:
         """Everything the run plan needs (protocols, variants, reference, profiles, probes, act pairs), before any
