@@ -240,7 +240,7 @@ def build_parser() -> argparse.ArgumentParser:
                           "ctrs needs a backend spec ('embedded' = SmolLM2)")
     cal.add_argument("--data", required=True, help="labelled JSONL; formats in the README ('Validate your judge')")
     cal.add_argument("--kind", default=None,
-                     help="acts, crisis, reply_check or ctrs (default: told from the first line's fields)")
+                     help="acts, crisis, reply_check, distortions or ctrs (default: told from the first line's fields)")
     cal.add_argument("--limit", type=int, default=None, help="only N items, evenly spaced over the file")
     cal.add_argument("--out", default=None, help="also write the report as JSON to this file")
     cal.set_defaults(fn=_calibrate)

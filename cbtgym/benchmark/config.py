@@ -81,6 +81,11 @@ class BenchmarkConfig:
     refinement_expert_max_new_tokens: int = field(default=64, metadata={"help": "tokens of the expert's feedback or revision"})
     transcript_file: str = field(default="", metadata={"help": "JSONL of real-session snippets for transcript_rating ('' = the shipped example)"})
     transcript_limit: int = field(default=0, metadata={"help": "use the first N snippets (0: all)"})
+    # distortions protocol (cbtgym/benchmark/distortions.py): naming the cognitive distortions of a client's thought
+    distortions_file: str = field(default="", metadata={"help": "labelled thoughts {text, labels} JSONL ('' = bench/data/distortions.jsonl; 'profiles' = the run's profiles' labelled automatic thoughts)"})
+    distortions_limit: int = field(default=0, metadata={"help": "use N thoughts, evenly spaced over the set (0: all)"})
+    distortions_max_new_tokens: int = field(default=48, metadata={"help": "tokens of a therapist's answer in the distortions protocol"})
+    distortions_detector: Any = field(default="embedded", metadata={"help": "reference detector scored on the same thoughts: 'embedded', a backend spec (LLM detector) or 'none'"})
 
     def __post_init__(self) -> None:
         for name in ("rounds", "course_sessions", "batch_size", "hf_batch_size", "max_new_tokens",
@@ -103,6 +108,11 @@ class BenchmarkConfig:
             raise ConfigError(f"patient_ratings: {self.patient_ratings!r} is not 'end' or 'turn'; set one of them")
         if self.ctrs_variant not in ("standard", "tahir"):
             raise ConfigError(f"ctrs_variant: {self.ctrs_variant!r} is not 'standard' or 'tahir'; set one of them")
+        # distortions protocol
+        if self.distortions_limit < 0:
+            raise ConfigError(f"distortions_limit: must be >= 0 (got {self.distortions_limit}); set --distortions_limit 0 (all) or more")
+        if self.distortions_max_new_tokens < 1:
+            raise ConfigError(f"distortions_max_new_tokens: must be >= 1 (got {self.distortions_max_new_tokens}); set 1 or more")
         self._check_witte()
 
     def _check_witte(self) -> None:

@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 EXTRA_PROTOCOLS: dict[str, str] = {
     "refinement": "cbtgym.benchmark.witte.refinement:run",
     "transcript_rating": "cbtgym.benchmark.witte.transcript_rating:run",
+    "distortions": "cbtgym.benchmark.distortions:run",
 }
 
 

@@ -359,6 +359,8 @@ def _from_llm4cbt(raw: _Raw) -> PatientProfile:
         "reactions": [str(block["REACTION"])],
         "automatic_thoughts": [str(block["AUTOMATIC_THOUGHT"])],
         "core_belief": None,
+        # Read from ../shared at run time and never labelled in the repository: no distortion labels.
+        "distortions": [],
         "attitude": "active",
         "background": story if isinstance(story, str) and story.strip() else None,
         "source": "llm4cbt",

@@ -56,6 +56,8 @@ class PatientProfile:
         reactions: What the patient does/feels in the situation (one or more).
         automatic_thoughts: Ground-truth automatic thoughts (one or more); judges compare against these.
         core_belief: The belief under the thoughts (``None`` when the source has none, as LLM4CBT's personas).
+        distortions: Cognitive distortions the automatic thoughts show (labels of
+            ``rewards/distortions/taxonomy.yaml``); empty when unlabelled (LLM4CBT's personas).
         emotions: Feelings the patient reports first (the active path opens with them).
         attitude: ``"active"`` (cooperative, discloses in order) or ``"passive"`` (reluctant).
         risk_flags: Crisis markers from :data:`RISK_FLAGS`; empty for non-crisis profiles.
@@ -71,6 +73,7 @@ class PatientProfile:
     reactions: tuple[str, ...]
     automatic_thoughts: tuple[str, ...]
     core_belief: str | None = None
+    distortions: tuple[str, ...] = ()
     emotions: tuple[str, ...] = ()
     attitude: str = "active"
     risk_flags: tuple[str, ...] = ()
@@ -90,7 +93,7 @@ class PatientProfile:
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
-        for k in ("reactions", "automatic_thoughts", "emotions", "risk_flags"):
+        for k in ("reactions", "automatic_thoughts", "distortions", "emotions", "risk_flags"):
             d[k] = list(d[k])
         return d
 
@@ -178,12 +181,26 @@ def _validate(data: Mapping[str, Any], src: str | None) -> PatientProfile:
         reactions=_texts(data, "reactions", pid, src, min_items=1),
         automatic_thoughts=_texts(data, "automatic_thoughts", pid, src, min_items=1),
         core_belief=_text(data, "core_belief", pid, src, required=False),
+        distortions=_distortions(data, pid, src),
         emotions=_texts(data, "emotions", pid, src, min_items=0),
         attitude=attitude,
         risk_flags=flags,
         background=_text(data, "background", pid, src, required=False),
         source=str(data.get("source") or src or "unknown"),
     )
+
+
+def _distortions(data: Mapping[str, Any], pid: str | None, src: str | None) -> tuple[str, ...]:
+    value = data.get("distortions") or []
+    if not value:
+        return ()
+    # The labels live with the detectors (rewards/distortions/taxonomy.yaml); imported only for a labelled profile.
+    from rewards.distortions.taxonomy import check_labels
+
+    try:
+        return check_labels(value, repr(value))
+    except ValueError as e:
+        raise ProfileError(str(e), source=src, profile_id=pid, field="distortions") from None
 
 
 def _whole_years(value: Any) -> int | None:

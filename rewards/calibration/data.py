@@ -4,6 +4,8 @@
   ``category`` may be left out when ``type`` is given (it follows from the type).
 * ``crisis``: ``{"text": str, "crisis": bool, "types": [crisis types] (optional)}``.
 * ``reply_check``: ``{"stimulus": str, "reply": str, "appropriate": bool}``.
+* ``distortions``: ``{"text": str, "labels": [distortion labels]}`` (``[]``: no distortion); see
+  :mod:`rewards.distortions.data`.
 * ``ctrs``: ``{"dialogue": [{"role": "therapist"|"patient", "text": str}, ...] or "Therapist: ...\\nPatient: ...",
   "item": a CTRS item key, "rating": 0-6}``: one clinician rating of one item of one session.
 
@@ -22,15 +24,16 @@ from cbtgym.transcript import SPEAKERS, Transcript
 
 from ..acts.data import optional_text, required_text
 from ..acts.taxonomy import CATEGORIES, act_types, category_of
+from ..distortions.data import read_thought
 from ..safety.findings import CRISIS_TYPES
 
-KINDS: tuple[str, ...] = ("acts", "crisis", "reply_check", "ctrs")
+KINDS: tuple[str, ...] = ("acts", "crisis", "reply_check", "distortions", "ctrs")
 #: The rating range of the ``ctrs`` kind (the CTRS's own 0-6).
 RATING_MIN, RATING_MAX = 0, 6
 #: Which field gives a file's kind away (checked in this order) when ``--kind`` is not given.
 _KIND_FIELDS: tuple[tuple[str, str], ...] = (
     ("rating", "ctrs"), ("dialogue", "ctrs"), ("stimulus", "reply_check"), ("appropriate", "reply_check"),
-    ("crisis", "crisis"), ("category", "acts"), ("type", "acts"),
+    ("crisis", "crisis"), ("labels", "distortions"), ("category", "acts"), ("type", "acts"),
 )
 _TURN_LABEL = re.compile(r"^\s*(therapist|patient)\s*:\s?(.*)$", re.IGNORECASE)
 
@@ -183,7 +186,7 @@ def load_items(kind: str, path: str | Path) -> list[Any]:
         keys = [it.key for it in load_ctrs()[0]]
         read = lambda obj, where: _rating(obj, where, keys)  # noqa: E731
     else:
-        read = {"acts": _act, "crisis": _crisis, "reply_check": _reply}[kind]
+        read = {"acts": _act, "crisis": _crisis, "reply_check": _reply, "distortions": read_thought}[kind]
     items = [read(obj, f"{path}:{n}") for n, obj in iter_jsonl_objects(path)]
     if not items:
         raise ValueError(f"{path}: the file has no lines; it needs at least one labelled {kind} line")

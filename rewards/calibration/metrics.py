@@ -168,10 +168,16 @@ def rating_agreement(gold: Sequence[float], pred: Sequence[float | None]) -> dic
 
 
 def multilabel_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str] | None], classes: Sequence[str]) -> dict[str, Any]:
-    """Per-class precision/recall/F1/support of label *sets* (each class judged present or absent per item).
+    """Agreement of label *sets* (each class judged present or absent per item; an empty set is "none").
 
-    Items whose prediction is ``None`` (unparsed) are left out and counted; ``exact`` is the share
-    of scored items whose predicted set equals the gold set.
+    Items whose prediction is ``None`` (unparsed) are left out of every rate and counted.
+
+    Returns:
+        ``n``, ``scored``, ``unparsed``; over the scored items: ``exact`` (share whose predicted set
+        equals the gold set), ``any_match`` (share sharing at least one label with the gold set, or
+        with both sets empty), ``micro_precision``/``micro_recall``/``micro_f1`` (over all item-label
+        decisions), ``macro_f1`` (mean F1 of the classes that occur in the gold or predicted sets) and
+        ``per_label`` (precision, recall, F1, support, times predicted).
     """
     pairs = [(set(g), set(p)) for g, p in zip(gold, pred) if p is not None]
     per = {}
@@ -183,10 +189,18 @@ def multilabel_prf(gold: Sequence[Sequence[str]], pred: Sequence[Sequence[str] |
         recall = tp / n_gold if n_gold else 0.0
         f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
         per[c] = {"precision": precision, "recall": recall, "f1": f1, "support": n_gold, "predicted": n_pred}
+    tp = sum(len(g & p) for g, p in pairs)
+    n_pred, n_gold = sum(len(p) for _, p in pairs), sum(len(g) for g, _ in pairs)
+    occurring = [m["f1"] for m in per.values() if m["support"] or m["predicted"]]
     return {
         "n": len(gold),
         "scored": len(pairs),
         "unparsed": len(gold) - len(pairs),
         "exact": sum(g == p for g, p in pairs) / len(pairs) if pairs else None,
+        "any_match": sum(bool(g & p) or g == p for g, p in pairs) / len(pairs) if pairs else None,
+        "micro_precision": tp / n_pred if n_pred else None,
+        "micro_recall": tp / n_gold if n_gold else None,
+        "micro_f1": 2 * tp / (n_pred + n_gold) if n_pred + n_gold else None,
+        "macro_f1": float(np.mean(occurring)) if occurring else None,
         "per_label": per,
     }

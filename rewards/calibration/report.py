@@ -71,6 +71,7 @@ def render(report: dict[str, Any], console: Any = None) -> None:
                 console.print(_confusion(target, m["confusion"]))
             else:
                 console.print(f"{target}: confusion matrix ({len(m['confusion']['labels'])} labels) in the JSON report (--out)")
-        else:  # crisis types: per-type detection over the lines that name types
-            console.print(f"{target}: {m['scored']} of {m['n']} scored, {m['unparsed']} unparsed, exact set match {_cell(m['exact'])}")
+        else:  # label sets (crisis types, distortions): per-label detection
+            console.print(f"{target}: {m['scored']} of {m['n']} scored, {m['unparsed']} unparsed, exact set match {_cell(m['exact'])}, "
+                          f"any match {_cell(m['any_match'])}, micro F1 {_cell(m['micro_f1'])}, macro F1 {_cell(m['macro_f1'])}")
             console.print(_per_label(target, m))

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterator, Sequence
 from cbtgym.backends.base import Backend
 
 from ..acts.taxonomy import CATEGORIES, act_types
+from ..distortions.taxonomy import distortion_labels
 from ..safety.findings import CRISIS_TYPES
 from .data import RatingItem
 from .metrics import label_agreement, multilabel_prf, rating_agreement
@@ -47,7 +48,7 @@ def _flag(value: bool | None, yes: str, no: str) -> str | None:
 
 
 def calibrate_labels(kind: str, judge: Any, items: Sequence[Any], *, batch_size: int = BATCH_SIZE, progress: bool = True) -> dict[str, Any]:
-    """Agreement of a label judge (``acts``, ``crisis`` or ``reply_check``) with the items' human labels.
+    """Agreement of a label judge (``acts``, ``crisis``, ``distortions`` or ``reply_check``) with the items' human labels.
 
     Args:
         kind: The judge kind; ``items`` are the matching :mod:`~rewards.calibration.data` items.
@@ -58,7 +59,8 @@ def calibrate_labels(kind: str, judge: Any, items: Sequence[Any], *, batch_size:
 
     Returns:
         ``{target: metrics}``: ``category`` and (for items with a type) ``type`` for acts;
-        ``crisis`` and (for items with types) ``types`` for crisis; ``appropriate`` for reply_check.
+        ``crisis`` and (for items with types) ``types`` for crisis; ``distortions`` for distortions;
+        ``appropriate`` for reply_check.
     """
     if kind == "acts":
         labels = _map(lambda b: judge.classify([x.text for x in b], [x.context for x in b]), items, batch_size, "acts", progress)
@@ -76,11 +78,14 @@ def calibrate_labels(kind: str, judge: Any, items: Sequence[Any], *, batch_size:
             out["types"] = multilabel_prf([x.types for x, _ in typed], [None if f.crisis is None else f.types for _, f in typed],
                                           CRISIS_TYPES)
         return out
+    if kind == "distortions":
+        found = _map(lambda b: judge.detect([x.text for x in b]), items, batch_size, "thoughts", progress)
+        return {"distortions": multilabel_prf([x.labels for x in items], [f.labels for f in found], distortion_labels())}
     if kind == "reply_check":
         checks = _map(lambda b: judge.check([x.stimulus for x in b], [x.reply for x in b]), items, batch_size, "replies", progress)
         return {"appropriate": label_agreement([_flag(x.appropriate, *REPLY_LABELS) for x in items],
                                                [_flag(c.response_safe, *REPLY_LABELS) for c in checks], REPLY_LABELS)}
-    raise ValueError(f"calibrate_labels takes kind 'acts', 'crisis' or 'reply_check' (got {kind!r}); 'ctrs' goes to calibrate_ratings")
+    raise ValueError(f"calibrate_labels takes kind 'acts', 'crisis', 'distortions' or 'reply_check' (got {kind!r}); 'ctrs' goes to calibrate_ratings")
 
 
 def calibrate_ratings(backend: Backend, items: Sequence[RatingItem], *, batch_size: int = 8, progress: bool = True,

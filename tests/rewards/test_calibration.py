@@ -279,3 +279,14 @@ def test_unknown_kind_and_untellable_file(tmp_path, capsys):
     empty = write_jsonl(tmp_path / "e.jsonl", [])
     with pytest.raises(ValueError, match="no lines"):
         load_items("acts", empty)
+
+
+def test_multilabel_set_metrics_match_a_hand_computation():
+    # scored items: ({a}, {a,b,c}), ({a,b}, {b}), ({}, {}); the fourth is unparsed.
+    m = multilabel_prf([["a"], ["a", "b"], [], ["c"]], [["a", "b", "c"], ["b"], [], None], ("a", "b", "c"))
+    assert (m["scored"], m["unparsed"]) == (3, 1)
+    assert m["exact"] == pytest.approx(1 / 3) and m["any_match"] == pytest.approx(1.0)
+    # 2 true positives of 4 predicted and 3 gold labels
+    assert (m["micro_precision"], m["micro_recall"], m["micro_f1"]) == pytest.approx((0.5, 2 / 3, 4 / 7))
+    # a: P 1, R 1/2; b: P 1/2, R 1; c: predicted once, never gold: F1 0
+    assert m["macro_f1"] == pytest.approx((2 / 3 + 2 / 3 + 0) / 3)
