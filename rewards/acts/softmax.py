@@ -68,3 +68,24 @@ def fit_softmax(X: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-4, 
         W = Wm - step * (X.T @ G + l2 * Wm)
         b = bm - step * G.sum(axis=0)
     return SoftmaxRegression(W, b)
+
+
+def fit_softmax_cached(
+    X: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-4, iterations: int = 1500
+) -> SoftmaxRegression:
+    """:func:`fit_softmax`, its weights kept on disk under a key of all its inputs (:mod:`cbtgym.array_cache`).
+
+    For fits on fixed example sets: the same features, labels and settings give the same weights, so a
+    new process reads them instead of redoing the gradient steps.
+    """
+    from cbtgym.array_cache import cached_arrays, content_key
+
+    X, y = np.asarray(X), np.asarray(y)
+    key = content_key("fit_softmax", X, y, int(n_classes), float(l2), int(iterations))
+
+    def fit() -> dict[str, np.ndarray]:
+        model = fit_softmax(X, y, n_classes, l2, iterations)
+        return {"W": model.W, "b": model.b}
+
+    found = cached_arrays("softmax", key, fit, ("W", "b"))
+    return SoftmaxRegression(found["W"], found["b"])
