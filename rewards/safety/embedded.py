@@ -27,6 +27,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import yaml
 
+from cbtgym.embeddings import embed, encode_cached
+
 from .classifier import Logistic, fit_logistic
 from .findings import CRISIS_TYPES, REQUIREMENTS, VIOLATIONS, CrisisDetector, CrisisFinding, ReplyCheck, ReplyChecker
 from .patterns import DATA_DIR, RuleSet, load_rule_set
@@ -135,8 +137,6 @@ class EmbeddedCrisisDetector(CrisisDetector):
 
     def _embed(self, texts: Sequence[str]) -> np.ndarray:
         if self._embed_fn is None:
-            from cbtgym.embeddings import embed
-
             self._embed_fn = embed
         return np.asarray(self._embed_fn(list(texts)), dtype=np.float32)
 
@@ -154,6 +154,8 @@ class EmbeddedCrisisDetector(CrisisDetector):
                 raise ValueError(f"{self.exemplars_path}: {label!r} must be a list of non-empty sentences")
             labels += [label] * len(items)
             texts += items
+        if self._embed_fn is None or self._embed_fn is embed:  # fixed exemplars: kept on disk between processes
+            return labels, np.array(texts, dtype=object), encode_cached(texts, name="crisis-exemplars")
         return labels, np.array(texts, dtype=object), self._embed(texts)
 
     @cached_property

@@ -127,8 +127,8 @@ def test_lora_adapter_switching(engine, zero_adapter, tmp_path):
         engine.set_adapter(tmp_path)
 
 
-# Three sessions of different length and tone, so the CTRS judge meets all three applicable-item sets
-# (2 rounds: 9 items; 6: + pacing; 8: all 11) in one batch, and the other judges meet varied text.
+# Three sessions of different length and tone (2 rounds: 9 CTRS items apply; 6: + pacing; 8: all 11), so the
+# judges meet varied text.
 JUDGED_SESSIONS = [
     [
         ("therapist", "Hi, nice to see you today. How have you been?"),
@@ -189,13 +189,13 @@ ACT_ITEMS = [
 ]
 
 
-def _sessions():
+def _sessions(which: tuple[int, ...] = (0, 1, 2)):
     from cbtgym.transcript import Transcript
     from tests.factories import profile
 
     p = profile()
     out = []
-    for turns in JUDGED_SESSIONS:
+    for turns in (JUDGED_SESSIONS[i] for i in which):
         t = Transcript(profile_id=p.id, attitude=p.attitude)
         for speaker, text in turns:
             t.add(speaker, text)
@@ -239,10 +239,15 @@ def test_safety_checks_parse_with_structured_output(engine):
 
 
 def test_ctrs_parses_every_item_with_structured_output(engine):
-    """SmolLM2 rarely writes valid judge JSON on its own; under vLLM's JSON-schema decoding all 11 CTRS items parse."""
+    """SmolLM2 rarely writes valid judge JSON on its own; under vLLM's JSON-schema decoding all 11 CTRS items parse.
+
+    The shortest and the longest session share one call, so its schema has optional items (pacing, homework: required
+    by one, not applicable to the other); the 6-round boundary is logic, checked in tests/rewards/test_ctrs.py. Decoding
+    the 11 items of the long session is most of the cost, and is what this test is for.
+    """
     from rewards.ctrs import CTRSJudge, load_ctrs
 
-    transcripts, profiles = _sessions()
+    transcripts, profiles = _sessions((0, 2))
     judge = CTRSJudge(engine, max_attempts=1)
     results = judge.score(transcripts, profiles)
     all_keys = {it.key for it in load_ctrs()[0]}
