@@ -33,9 +33,10 @@ def resolve_backend(spec: Any) -> Backend:
 
 
 def _acts_embedded(spec: str, **options: Any) -> Any:
-    from .acts.embedded_classifier import EmbeddedActClassifier
+    from .acts.embedded_classifier import EmbeddedActClassifier, default_classifier
 
-    return EmbeddedActClassifier(**options)
+    # The default fit (tens of seconds on a CPU) is shared: each benchmark run builds its judges anew.
+    return EmbeddedActClassifier(**options) if options else default_classifier()
 
 
 def _acts_llm(backend: Backend, **options: Any) -> Any:

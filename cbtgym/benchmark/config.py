@@ -8,6 +8,7 @@ errors) rather than ``TrlParser``.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from ..training.config import ConfigError
@@ -86,6 +87,13 @@ class BenchmarkConfig:
     distortions_limit: int = field(default=0, metadata={"help": "use N thoughts, evenly spaced over the set (0: all)"})
     distortions_max_new_tokens: int = field(default=48, metadata={"help": "tokens of a therapist's answer in the distortions protocol"})
     distortions_detector: Any = field(default="embedded", metadata={"help": "reference detector scored on the same thoughts: 'embedded', a backend spec (LLM detector) or 'none'"})
+    prices: Any = field(default_factory=dict, metadata={"help": "US$ per million tokens per model: {model-or-spec: {input_per_1m, output_per_1m}} (empty: no money column; {embedded: {input_per_1m: 0, output_per_1m: 0}} shows local compute as $0)"})
+    # -- protocol `stigma` (cbtgym/benchmark/stigma.py; Moore et al.)
+    stigma_vignettes: str = field(default="", metadata={"help": "JSONL of {condition, vignette, id?, ...} ('' = the shipped 8; Moore et al.'s file reads as is)"})
+    stigma_questions: str = field(default="", metadata={"help": "JSONL of {question_only, options, id?, kind?, stigmatising?} ('' = the shipped set)"})
+    stigma_limit: int = field(default=0, metadata={"help": "vignettes used, taken in turn from each condition (0: all)"})
+    stigma_repeats: int = field(default=1, metadata={"help": "times each vignette x question is asked (differs only when sampling)"})
+    stigma_max_new_tokens: int = field(default=16, metadata={"help": "tokens of a stigma answer (a letter)"})
 
     def __post_init__(self) -> None:
         for name in ("rounds", "course_sessions", "batch_size", "hf_batch_size", "max_new_tokens",
@@ -113,6 +121,18 @@ class BenchmarkConfig:
             raise ConfigError(f"distortions_limit: must be >= 0 (got {self.distortions_limit}); set --distortions_limit 0 (all) or more")
         if self.distortions_max_new_tokens < 1:
             raise ConfigError(f"distortions_max_new_tokens: must be >= 1 (got {self.distortions_max_new_tokens}); set 1 or more")
+        from .costs import check_prices
+
+        self.prices = check_prices(self.prices)
+        # -- protocol `stigma`
+        for name in ("stigma_vignettes", "stigma_questions"):
+            if getattr(self, name) and not Path(getattr(self, name)).is_file():
+                raise ConfigError(f"{name}: {getattr(self, name)} is not a file; give a JSONL path or '' for the shipped set")
+        if self.stigma_limit < 0:
+            raise ConfigError(f"stigma_limit: must be >= 0 (got {self.stigma_limit}); 0 uses every vignette")
+        for name in ("stigma_repeats", "stigma_max_new_tokens"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name}: must be >= 1 (got {getattr(self, name)}); set --{name} 1 or more")
         self._check_witte()
 
     def _check_witte(self) -> None:

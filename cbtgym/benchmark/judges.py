@@ -85,6 +85,7 @@ class EpisodeJudges:
         return {
             "judge_llm_calls": sum(b.stats.calls for b in self.llm_backends.values()),
             "judge_llm_tokens": sum(b.stats.completion_tokens for b in self.llm_backends.values()),
+            "judge_llm_prompt_tokens": sum(b.prompt_tokens for b in self.llm_backends.values()),
             "judge_embedded_calls": sum(self.embedded_calls.values()),
         }
 

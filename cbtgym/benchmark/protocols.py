@@ -30,7 +30,7 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..backends.base import Backend, Sampling
 from ..envs.course import COURSE_OPENING, summary_request
@@ -39,6 +39,7 @@ from ..jsonl import JsonlWriter, read_jsonl
 from ..patients import CourseMemory
 from ..rollout import Episode, EpisodeSpec, play_batch
 from ..transcript import Transcript
+from .costs import count_tokens
 from .judges import EpisodeJudges
 from .variants import Variant
 
@@ -48,7 +49,7 @@ MOORE_TYPES = ("suicidal_ideation", "psychosis", "mania", "means_request")
 
 
 class TherapistMeter:
-    """Per-variant therapist cost when variants share backend calls: calls joined and tokens generated.
+    """Per-variant therapist cost when variants share backend calls: calls joined, prompt tokens read, tokens generated.
 
     Tokens are counted with the backend's tokenizer when it has one (hf), else as words.
     """
@@ -56,14 +57,18 @@ class TherapistMeter:
     def __init__(self) -> None:
         self.calls: dict[str, int] = {}
         self.tokens: dict[str, int] = {}
+        self.prompt_tokens: dict[str, int] = {}
 
-    def add(self, backend: Backend, variants: Sequence[str], texts: Sequence[str]) -> None:
-        tok = getattr(getattr(backend, "inner", backend), "tokenizer", None)
-        counts = [len(tok(t, add_special_tokens=False)["input_ids"]) if tok is not None else len(t.split()) for t in texts]
+    def add(self, backend: Backend, variants: Sequence[str], texts: Sequence[str],
+            conversations: Sequence[list[dict[str, str]]] = ()) -> None:
+        counts = count_tokens(backend, conversations, texts)
+        prompts, outputs = counts[:len(conversations)], counts[len(conversations):]
         for v in set(variants):
             self.calls[v] = self.calls.get(v, 0) + 1
-        for v, n in zip(variants, counts):
+        for v, n in zip(variants, outputs):
             self.tokens[v] = self.tokens.get(v, 0) + n
+        for v, n in zip(variants, prompts):
+            self.prompt_tokens[v] = self.prompt_tokens.get(v, 0) + n
 
 
 def generate_for(therapists: Mapping[str, Backend], entries: Sequence[tuple[str, list[dict[str, str]]]], sampling: Sampling,
@@ -75,9 +80,10 @@ def generate_for(therapists: Mapping[str, Backend], entries: Sequence[tuple[str,
     texts = [""] * len(entries)
     for rows in by_model.values():
         backend = therapists[entries[rows[0]][0]]
-        out = backend.generate([entries[i][1] for i in rows], sampling)
+        convs = [entries[i][1] for i in rows]
+        out = backend.generate(convs, sampling)
         if meter is not None:
-            meter.add(backend, [entries[i][0] for i in rows], out)
+            meter.add(backend, [entries[i][0] for i in rows], out, convs)
         for i, t in zip(rows, out):
             texts[i] = t
     return [t.strip() or "..." for t in texts]
@@ -108,6 +114,13 @@ def play(therapists: Mapping[str, Backend], entries: Sequence[tuple[str, str, Ep
                             sampling, meter)
 
     return play_batch(SessionBatch.from_kwargs(**env_kwargs), [spec for _, _, spec in entries], act, on_step, memories)
+
+
+def progress(total: int, desc: str, unit: str) -> Any:
+    """A tqdm bar for a protocol's loop (hidden when a resumed run has nothing left to do)."""
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, disable=total == 0)
 
 
 def _chunks(items: Sequence[Any], size: int) -> Iterable[Sequence[Any]]:
@@ -166,11 +179,14 @@ def run_sessions(variants: Sequence[Variant], therapists: Mapping[str, Backend],
     by_name = {v.name: v for v in variants}
     with _Files(out_dir, variants) as files:
         todo = [(v.name, v.system_prompt(), s) for v in variants for s in specs if s.key not in files.done[v.name]]
+        bar = progress(len(todo), "sessions", "session")
         for chunk in _chunks(todo, batch_size):
-            episodes = play(therapists, chunk, sampling, env_kwargs, meter)
+            episodes = play(therapists, chunk, sampling, env_kwargs, meter, on_step=lambda k: bar.set_postfix_str(f"step {k}"))
+            bar.update(len(chunk))
             metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
             for (name, _, _), ep, m in zip(chunk, episodes, metrics):
                 files.write(name, _record(by_name[name], "session", ep.spec.key, ep, m, session=1))
+        bar.close()
         return [files.done[v.name][s.key] for v in variants for s in specs]
 
 
@@ -198,6 +214,8 @@ def run_courses(variants: Sequence[Variant], therapists: Mapping[str, Backend], 
     by_name = {v.name: v for v in variants}
     profiles = {p.id: p for p in env_kwargs["profiles"]}
     with _Files(out_dir, variants) as files:
+        bar = progress(sum(course_key(s, n) not in files.done[v.name] for v in variants for s in specs for n in range(1, sessions + 1)),
+                       "course sessions", "session")
         for n in range(1, sessions + 1):
             todo = []
             for v in variants:
@@ -211,7 +229,9 @@ def run_courses(variants: Sequence[Variant], therapists: Mapping[str, Backend], 
             kwargs = dict(env_kwargs, opening=COURSE_OPENING) if n > 1 else env_kwargs
             for chunk in _chunks(todo, batch_size):
                 episodes = play(therapists, [(name, system, s) for name, system, s, *_ in chunk], sampling, kwargs, meter,
-                                memories=[memory if n > 1 else None for *_, memory in chunk])
+                                memories=[memory if n > 1 else None for *_, memory in chunk],
+                                on_step=lambda k: bar.set_postfix_str(f"session {n}, step {k}"))
+                bar.update(len(chunk))
                 metrics = judges.score([e.transcript for e in episodes], _profiles_of(episodes, env_kwargs))
                 written = generate_for(therapists, [(name, summary_conversation(ep.transcript)) for (name, *_), ep in zip(chunk, episodes)],
                                        summary_sampling, meter)
@@ -220,6 +240,7 @@ def run_courses(variants: Sequence[Variant], therapists: Mapping[str, Backend], 
                     files.write(name, _record(by_name[name], "course", course_key(ep.spec, n), ep, m, session=n,
                                               previous_summary=previous, summary=summary,
                                               memory=memory.after(ep.transcript, summary).to_dict()))
+        bar.close()
         return [files.done[v.name][course_key(s, n)] for v in variants for s in specs for n in range(1, sessions + 1)]
 
 
@@ -275,12 +296,34 @@ def run_crisis_probes(variants: Sequence[Variant], therapists: Mapping[str, Back
     """One reply per probe and variant (after the session opening; one call per model), checked against the gold crisis types."""
     with _Files(out_dir, variants) as files:
         todo = [(v, p) for v in variants for p in probes if p["id"] not in files.done[v.name]]
+        bar = progress(len(todo), "crisis probes", "probe")  # one batched call: the bar shows it is under way
         convs = [(v.name, probe_conversation(v.system_prompt(), p)) for v, p in todo]
         replies = generate_for(therapists, convs, sampling, meter)
         checks = check_probe_replies(judges.check_replies, [p for _, p in todo], replies)
         for (v, p), reply, ch in zip(todo, replies, checks):
             files.write(v.name, probe_record(p, reply, ch, variant=v.name))
+        bar.update(len(todo))
+        bar.close()
         return [files.done[v.name][p["id"]] for v in variants for p in probes]
+
+
+def checked_records(path: str | Path, rows: Iterable[tuple[int, Any]], required: Sequence[str],
+                    what: str) -> Iterator[tuple[int, str, dict[str, Any]]]:
+    """``(line, id, row)`` of a user file's rows: each an object whose ``required`` fields are non-empty text, with a
+    unique ``id`` (default: ``line<n>``); errors name the file, the line and the field."""
+    needs = " and ".join(f"'{f}'" for f in required)
+    seen: set[str] = set()
+    for n, row in rows:
+        if not isinstance(row, dict):
+            raise ValueError(f"{path}:{n}: expected an object with {needs}")
+        for field in required:
+            if not isinstance(row.get(field), str) or not row[field].strip():
+                raise ValueError(f"{path}:{n}: field '{field}' is missing or empty; every {what} needs {needs} text")
+        rid = str(row.get("id") or f"line{n}")
+        if rid in seen:
+            raise ValueError(f"{path}:{n}: id {rid!r} appears twice; ids must be unique")
+        seen.add(rid)
+        yield n, rid, row
 
 
 def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
@@ -299,18 +342,8 @@ def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
                     rows.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    pairs, seen = [], set()
-    for n, row in rows:
-        if not isinstance(row, dict):
-            raise ValueError(f"{path}:{n}: expected an object with 'patient' and 'therapist'")
-        for field in ("patient", "therapist"):
-            if not isinstance(row.get(field), str) or not row[field].strip():
-                raise ValueError(f"{path}:{n}: field '{field}' is missing or empty; every pair needs 'patient' and 'therapist' text")
-        pid = str(row.get("id") or f"line{n}")
-        if pid in seen:
-            raise ValueError(f"{path}:{n}: id {pid!r} appears twice; ids must be unique")
-        seen.add(pid)
-        pairs.append({"id": pid, "patient": row["patient"].strip(), "therapist": row["therapist"].strip()})
+    pairs = [{"id": pid, "patient": row["patient"].strip(), "therapist": row["therapist"].strip()}
+             for _, pid, row in checked_records(path, rows, ("patient", "therapist"), "pair")]
     if not pairs:
         raise ValueError(f"{path}: no pairs")
     return pairs
@@ -321,6 +354,7 @@ def run_act_match(variants: Sequence[Variant], therapists: Mapping[str, Backend]
     """Each pair's patient utterance answered by every variant (one call per model); labels compared with the human reply's."""
     with _Files(out_dir, variants) as files:
         todo = [(v, p) for v in variants for p in pairs if p["id"] not in files.done[v.name]]
+        bar = progress(len(todo), "act match", "pair")  # one batched call: the bar shows it is under way
         convs = [(v.name, [{"role": "system", "content": v.system_prompt()}, {"role": "user", "content": p["patient"]}]) for v, p in todo]
         replies = generate_for(therapists, convs, sampling, meter)
         contexts = [p["patient"] for _, p in todo]
@@ -333,4 +367,6 @@ def run_act_match(variants: Sequence[Variant], therapists: Mapping[str, Backend]
                                  "human_type": h.type, "human_category": h.category,
                                  "type_match": float(m.type == h.type) if both else None,
                                  "category_match": float(m.category == h.category) if both else None})
+        bar.update(len(todo))
+        bar.close()
         return [files.done[v.name][p["id"]] for v in variants for p in pairs]

@@ -29,6 +29,7 @@ EXTRA_PROTOCOLS: dict[str, str] = {
     "refinement": "cbtgym.benchmark.witte.refinement:run",
     "transcript_rating": "cbtgym.benchmark.witte.transcript_rating:run",
     "distortions": "cbtgym.benchmark.distortions:run",
+    "stigma": "cbtgym.benchmark.stigma:run",
 }
 
 

@@ -218,7 +218,8 @@ def write_report(res: BenchmarkResults, an: Analysis, out_dir: Path, plots: Sequ
         parts += [_md_table(["variant", *types], [[v] + [fmt(an.crisis_by_type[v][t]) for t in types] for v in order]), ""]
     for o in res.extra.values():
         parts += [*o.report, ""]
-    parts += ["## Cost", "", "Per variant (therapist tokens counted with the model's tokenizer, summaries included):", ""]
+    parts += ["## Cost", "", "Per variant (therapist tokens counted with the model's tokenizer, summaries included; prompt tokens "
+              "are what the model read, the chat template applied; `usd` when `prices` are configured):", ""]
     keys = sorted({k for c in res.costs.values() for k in c})
     parts += [_md_table(["variant", *keys], [[v] + [str(res.costs.get(v, {}).get(k, "")) for k in keys] for v in order]), ""]
     parts += ["Per model (one therapist call per step serves all its variants) and shared by all variants (every session "
@@ -403,5 +404,10 @@ def log_wandb(run: Any, res: BenchmarkResults, an: Analysis, plots: Sequence[Pat
                     flat[f"{name}/{v}/{m}"] = c["mean"]
     for p in [*plots, *(p for o in res.extra.values() for p in o.plots)]:
         flat[f"plots/{Path(p).stem}"] = wandb.Image(str(p))
+    from .runner import SHARED
+
+    for name, c in [*res.costs.items(), *(("shared" if g == SHARED else g, c) for g, c in res.group_costs.items())]:
+        if c.get("usd") is not None:
+            flat[f"cost/{name}/usd"] = c["usd"]
     run.log(flat)
     run.summary["costs"] = json.dumps({"variants": res.costs, "groups": res.group_costs})

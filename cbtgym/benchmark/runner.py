@@ -132,6 +132,7 @@ def run(cfg: BenchmarkConfig, *, wandb_run: Any = None, pool: BackendPool | None
 
 def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run: Any, log) -> BenchmarkResults:
     therapist_spec = backend_spec(cfg.therapist)
+    log(f"[benchmark] loading judges and models for {len(p.variants)} variants (the first load takes a minute or more on a CPU)")
     judges = EpisodeJudges(
         pool, acts=backend_spec(cfg.act_labeler), at=backend_spec(cfg.at_judge), safety=backend_spec(cfg.safety_judge),
         ctrs=backend_spec(cfg.ctrs_judge), ctrs_variant=cfg.ctrs_variant,
@@ -151,6 +152,7 @@ def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run:
     therapists = {v.name: e for g, e in zip(groups, engines) for v in g}
     meter = protocols.TherapistMeter()
     t0, judge_before, patient_before = time.time(), judges.usage(), _calls(patient_backend)
+    log(f"[benchmark] running {', '.join(p.protocols)}; each shows a progress bar")
 
     def done(protocol: str) -> None:
         log(f"[benchmark] {protocol} done, all variants ({time.time() - t0:.0f} s)")
@@ -178,21 +180,24 @@ def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run:
     judge_after, patient_after = judges.usage(), _calls(patient_backend)
     for v in p.variants:
         res.costs[v.name] = _add_costs(out / "costs" / f"{v.name}.json", {
-            "therapist_calls": meter.calls.get(v.name, 0), "therapist_tokens": meter.tokens.get(v.name, 0)})
+            "therapist_calls": meter.calls.get(v.name, 0), "therapist_prompt_tokens": meter.prompt_tokens.get(v.name, 0),
+            "therapist_tokens": meter.tokens.get(v.name, 0)})
     for g, e in zip(groups, engines):
         name = "+".join(v.name for v in g)
         res.group_costs[name] = _add_costs(out / "costs" / f"group-{name}.json", {
-            "therapist_calls": e.stats.calls, "therapist_tokens": e.stats.completion_tokens})
+            "therapist_calls": e.stats.calls, "therapist_prompt_tokens": e.prompt_tokens, "therapist_tokens": e.stats.completion_tokens})
     res.group_costs[SHARED] = _add_costs(out / "costs" / "shared.json", {
-        "patient_calls": patient_after[0] - patient_before[0], "patient_tokens": patient_after[1] - patient_before[1],
-        **{k: judge_after[k] - judge_before[k] for k in judge_after}, "wall_s": time.time() - t0})
+        "patient_calls": patient_after[0] - patient_before[0], "patient_prompt_tokens": patient_after[2] - patient_before[2],
+        "patient_tokens": patient_after[1] - patient_before[1], **{k: judge_after[k] - judge_before[k] for k in judge_after},
+        "wall_s": time.time() - t0})
+    money_notes = _add_money(cfg, res, groups, therapist_spec, judges) if cfg.prices else []
     log(f"[benchmark] {time.time() - t0:.0f} s; therapist calls per model: "
         + ", ".join(f"{'+'.join(v.name for v in g)} {e.stats.calls}" for g, e in zip(groups, engines)))
     order = {v: i for i, v in enumerate(res.variants)}
     res.sessions, res.courses, res.crisis, res.act_match = (
         sorted(records[k], key=lambda r: order[r["variant"]]) for k in ("sessions", "courses", "crisis", "act_match"))
     res.setup = _setup_lines(cfg, p, pool, therapist_spec)
-    res.notes = p.skipped + _notes(cfg, res)
+    res.notes = p.skipped + _notes(cfg, res) + money_notes
     write_outputs(res, out, wandb_run)
     return res
 
@@ -260,8 +265,36 @@ def _rubric(judges: EpisodeJudges):
     return reward
 
 
-def _calls(backend: MeteredBackend | None) -> tuple[int, int]:
-    return (0, 0) if backend is None else (backend.stats.calls, backend.stats.completion_tokens)
+def _calls(backend: MeteredBackend | None) -> tuple[int, int, int]:
+    return (0, 0, 0) if backend is None else (backend.stats.calls, backend.stats.completion_tokens, backend.prompt_tokens)
+
+
+def _add_money(cfg: BenchmarkConfig, res: BenchmarkResults, groups: Sequence[Sequence[Variant]], therapist_spec: Any,
+               judges: EpisodeJudges) -> list[str]:
+    """A ``usd`` entry in every cost row, from the accumulated token counts and ``cfg.prices``; returns notes."""
+    from .costs import money, price_of
+
+    def therapist(c: dict[str, Any], v: Variant) -> float | None:
+        spec = v.therapist if v.therapist is not None else therapist_spec
+        return money([(spec, c.get("therapist_prompt_tokens", 0), c.get("therapist_tokens", 0))], cfg.prices)
+
+    for v in res.variants:
+        res.costs[v]["usd"] = therapist(res.costs[v], next(x for g in groups for x in g if x.name == v))
+    for g in groups:
+        name = "+".join(v.name for v in g)
+        res.group_costs[name]["usd"] = therapist(res.group_costs[name], g[0])
+    shared = res.group_costs[SHARED]
+    parts = [(backend_spec(cfg.patient), shared.get("patient_prompt_tokens", 0), shared.get("patient_tokens", 0))]
+    judge_specs = [judges.names[role] for role in judges.llm_backends]
+    judge_prices = {repr(price_of(spec, cfg.prices)) for spec in judge_specs}
+    # The cost files add the LLM judges' tokens up over roles: one price must hold for all of them.
+    if len(judge_prices) > 1:
+        shared["usd"] = None
+        return ["Shared cost has no money: the LLM judges run on models of different prices and their tokens are counted together."]
+    if judge_specs:
+        parts.append((judge_specs[0], shared.get("judge_llm_prompt_tokens", 0), shared.get("judge_llm_tokens", 0)))
+    shared["usd"] = money(parts, cfg.prices)
+    return []
 
 
 def _setup_lines(cfg: BenchmarkConfig, p: Plan, pool: BackendPool, therapist_spec: Any) -> list[str]:
@@ -284,6 +317,9 @@ def _notes(cfg: Any, res: BenchmarkResults) -> list[str]:
     if not res.ctrs:
         notes.append("No CTRS judge configured (`ctrs_judge`): the CTRS column is absent and the course protocol's per-session "
                      "outcome is the embedded reward, a deterministic proxy, not the CTRS.")
+    if cfg.prices:
+        notes.append("Cost `usd`: US$ from the configured `prices` (per million prompt and generated tokens) and the token "
+                     "counts above; None where a model has no price. Embedded judges (MiniLM) and the rule patient count no tokens.")
     if cfg.patient == "rule":
         notes.append("Patient: the rule-based simulated patient (deterministic); satisfaction follows its transparent rating rule.")
     else:

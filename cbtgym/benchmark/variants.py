@@ -111,15 +111,22 @@ def parse_variants(raw: Sequence[Mapping[str, Any] | str], where: str = "variant
 
 
 class MeteredBackend(Backend):
-    """A view of a backend with its own counters: roles sharing one model are still counted apart."""
+    """A view of a backend with its own counters: roles sharing one model are still counted apart.
+
+    ``prompt_tokens`` counts what it was asked to read (the chat template applied; words without a tokenizer).
+    """
 
     def __init__(self, inner: Backend) -> None:
         super().__init__()
         self.inner = inner
         self.name = inner.name
         self.supports_json_schema = inner.supports_json_schema
+        self.prompt_tokens = 0
 
     def _generate(self, conversations, sampling: Sampling):
+        from .costs import count_tokens
+
+        self.prompt_tokens += sum(count_tokens(self.inner, conversations))
         before = self.inner.stats.completion_tokens
         texts = self.inner.generate(conversations, sampling)
         return texts, self.inner.stats.completion_tokens - before

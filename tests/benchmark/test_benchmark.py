@@ -14,20 +14,12 @@ from cbtgym.backends.base import Backend, Sampling
 from cbtgym.benchmark.analysis import mixed_effects
 from cbtgym.benchmark.config import BenchmarkConfig
 from cbtgym.benchmark.protocols import load_act_pairs
-from cbtgym.benchmark.variants import BackendPool, LoRAView, Variant, course_phase, parse_variants
+from cbtgym.benchmark.variants import LoRAView, Variant, course_phase, parse_variants
 from cbtgym.jsonl import read_jsonl
 from cbtgym.training.config import load_config
 
 ROOT = Path(__file__).resolve().parents[2]
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-
-
-@pytest.fixture(scope="module")
-def pool(embedded_hf):
-    """The session's SmolLM2 serves every 'embedded' role: the model loads once for all runs."""
-    p = BackendPool()
-    p.register("embedded", embedded_hf)
-    return p
 
 
 def tiny(out: Path, **changes):
