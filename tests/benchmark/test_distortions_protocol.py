@@ -10,7 +10,7 @@ import pytest
 from cbtgym.benchmark.distortions import item_scores
 from cbtgym.training.config import ConfigError
 
-from .test_benchmark import pool, tiny  # noqa: F401  (the module's shared SmolLM2 pool)
+from .test_benchmark import tiny
 
 THOUGHTS = [{"id": "a", "text": "I'm such a loser.", "labels": ["labeling"]},
             {"id": "b", "text": "I'm tired after work.", "labels": []}]

@@ -14,7 +14,7 @@ from cbtgym.benchmark.witte.stats import paired_tests, slope
 from cbtgym.benchmark.witte.transcript_rating import EXAMPLE_SNIPPETS, load_snippets
 from cbtgym.jsonl import read_jsonl
 from cbtgym.training.config import ConfigError
-from tests.benchmark.test_benchmark import pool, tiny  # noqa: F401  (pool: the session's SmolLM2)
+from tests.benchmark.test_benchmark import tiny
 
 FOLLOWS = "Following the feedback, what goes through your mind?"
 REVISED = "That sounds hard; what went through your mind?"
