@@ -50,6 +50,7 @@ class BenchmarkConfig:
     top_p: float = field(default=1.0, metadata={"help": "therapist top_p when sampling"})
     batch_size: int = field(default=96, metadata={"help": "sessions stepped together across variants sharing a model (one backend call per step)"})
     hf_batch_size: int = field(default=96, metadata={"help": "conversations decoded together by an hf model (length-sorted chunks of one call)"})
+    prefix_cache_gb: float = field(default=6.0, metadata={"help": "key/value states kept per hf model for prompts that extend earlier ones (SmolLM2: ~46 KB a token; the default holds one turn of the default run's 72 sessions and their patient)"})
     course_sessions: int = field(default=2, metadata={"help": "sessions per patient in the course protocol"})
     course_patients: int = field(default=1, metadata={"help": "profiles in the course protocol (x attitudes = patients; 0: all)"})
     course_seed: int = field(default=0, metadata={"help": "seed of the course sessions"})
@@ -101,7 +102,7 @@ class BenchmarkConfig:
             if getattr(self, name) < 1:
                 raise ConfigError(f"{name}: must be >= 1 (got {getattr(self, name)}); set --{name} 1 or more")
         for name in ("profile_limit", "course_patients", "crisis_per_type", "act_match_limit", "judge_max_new_tokens",
-                     "patient_max_new_tokens", "patient_temperature", "temperature"):
+                     "patient_max_new_tokens", "patient_temperature", "temperature", "prefix_cache_gb"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{name}: must be >= 0 (got {getattr(self, name)}); set --{name} 0 or more")
         try:

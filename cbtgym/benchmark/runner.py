@@ -122,7 +122,7 @@ def run(cfg: BenchmarkConfig, *, wandb_run: Any = None, pool: BackendPool | None
     out.mkdir(parents=True, exist_ok=True)
     p = plan(cfg)
     own_pool = pool is None
-    pool = pool or BackendPool(hf_batch_size=cfg.hf_batch_size)
+    pool = pool or BackendPool(hf_batch_size=cfg.hf_batch_size, prefix_cache_gb=cfg.prefix_cache_gb)
     try:
         return _run(cfg, p, out, pool, wandb_run, log)
     finally:

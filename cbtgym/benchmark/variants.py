@@ -182,10 +182,14 @@ class BackendPool:
 
     Args:
         hf_batch_size: Conversations per forward batch for hf backends built here.
+        prefix_cache_gb: Prefix-cache budget of each hf backend built here (None: the backend's default). A
+            benchmark steps every session of every variant together, and its patient shares the model: the
+            cache must hold all their prompts of one turn, or each turn reads them all again.
     """
 
-    def __init__(self, hf_batch_size: int = 16) -> None:
+    def __init__(self, hf_batch_size: int = 16, prefix_cache_gb: float | None = None) -> None:
         self.hf_batch_size = hf_batch_size
+        self.prefix_cache_gb = prefix_cache_gb
         self._backends: dict[str, Backend] = {}
 
     def register(self, spec: Any, backend: Backend) -> None:
@@ -202,7 +206,8 @@ class BackendPool:
 
             model = _hf_model(spec)
             if model is not None and not isinstance(spec, Mapping):
-                spec = {"type": "hf", "model": model, "batch_size": self.hf_batch_size}
+                spec = {"type": "hf", "model": model, "batch_size": self.hf_batch_size,
+                        **({} if self.prefix_cache_gb is None else {"prefix_cache_gb": self.prefix_cache_gb})}
             self._backends[key] = make_backend(spec)
         return self._backends[key]
 
@@ -225,7 +230,7 @@ class BackendPool:
             policy, tokenizer = load_policy(model, adapter=variant.adapter)
             # Merged, the LoRA model generates at the base model's speed; its weights stay fixed, so states can be reused.
             backend: Backend = HFBackend(policy.merge_and_unload().eval(), tokenizer, batch_size=self.hf_batch_size,
-                                         prefix_cache_gb=DEFAULT_PREFIX_CACHE_GB)
+                                         prefix_cache_gb=self.prefix_cache_gb or DEFAULT_PREFIX_CACHE_GB)
             backend.name = f"hf:{model}+lora:{variant.adapter}"
         else:
             engine = self.get(spec)
