@@ -20,10 +20,11 @@ from .test_scripts import ROOT, run_script
 
 pytestmark = pytest.mark.slow
 
-# chunks of one session: each process gets some of every stage (collection, eval, probes, held-out panel)
+# chunks of one session: each process gets some of every stage (collection, eval, probes, held-out panel);
+# two optimizer steps, since LoRA A moves only after B has (one step moves half the tensors)
 DPO = dict(collect_episodes=2, risk_episodes=0, k=3, rounds=2, max_new_tokens=6, min_margin=0.01, eval_limit=1,
            eval_attitudes="both", crisis_per_type=1, num_train_epochs=1, rollout_batch_size=1, max_length=320,
-           learning_rate=1e-3, warmup_steps=0, heldout_patient="rule", heldout_limit=1, per_device_train_batch_size=1)
+           learning_rate=1e-3, warmup_steps=0, max_steps=2, heldout_patient="rule", heldout_limit=1, per_device_train_batch_size=1)
 GRPO = dict(sessions=1, rounds=2, num_generations=4, max_completion_length=6, max_steps=1, gradient_accumulation_steps=1,
             learning_rate=1e-3, report_to="none", eval_limit=1, eval_attitudes="both", crisis_per_type=0,
             rollout_batch_size=1, heldout_patient="none", per_device_train_batch_size=2)
