@@ -84,16 +84,18 @@ def run_episodes(
     specs: Sequence[EpisodeSpec],
     batch_size: int = 16,
     on_step: Callable[[int], None] | None = None,
+    batch: SessionBatch | None = None,
     **env_kwargs: Any,
 ) -> Iterator[Episode]:
     """Run ``specs`` in batches of sessions, yielding each batch's episodes as it finishes.
 
     Each step makes one therapist call, one patient call and one reward call for the
     whole batch; a batch runs until all its sessions have ended. ``env_kwargs`` are
-    :class:`~cbtgym.envs.cbt_session.CBTSessionEnv`'s arguments.
+    :class:`~cbtgym.envs.cbt_session.CBTSessionEnv`'s arguments; ``batch``, when given, is a
+    :class:`SessionBatch` built from them already (its patient and reward are reused).
     """
     specs = list(specs)
-    batch = SessionBatch.from_kwargs(**env_kwargs) if specs else None
+    batch = batch or (SessionBatch.from_kwargs(**env_kwargs) if specs else None)
     for start in range(0, len(specs), batch_size):
         chunk = specs[start:start + batch_size]
         yield from play_batch(batch, chunk, lambda _, transcripts: therapist.act(transcripts), on_step)

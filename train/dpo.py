@@ -37,10 +37,12 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     from cbtgym.training.policy import RolloutPolicy, load_policy, lora_from_model_config
     from cbtgym.training.preferences import (CandidateScoring, collect_candidates, collection_specs, count_failures,
                                              pairs_from_candidates, trim_prompt)
+    from cbtgym.training.ranks import Shard
     from cbtgym.training.runs import peak_rss_gb, start_run, train_adapter, write_results
     from cbtgym.training.tracking import log_eval, log_pairs
 
     t0 = time.time()
+    shard = Shard.current()  # under a launcher: this process plays its share of every collection and eval stage
     config = config_to_dict(args, training_args, model_args)
     out, run = start_run("dpo", args, training_args, model_args)
     timings: dict[str, float] = {}
@@ -63,31 +65,34 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
 
     # 1. the base policy on held-out profiles (and crisis probes, and the held-out panel when asked for)
     panel = EvalPanel(args, out, env_kwargs=eval_kwargs, rounds=args.rounds, max_new_tokens=args.max_new_tokens,
-                      batch_size=args.rollout_batch_size, seed=training_args.seed)
+                      batch_size=args.rollout_batch_size, seed=training_args.seed, shard=shard)
     base = policy.backend(model)
     panel.run("before", base)
 
     # 2. preference pairs from rollouts on training profiles
     collect = collection_specs(args.train_profiles, args.collect_episodes, args.risk_episodes, training_args.seed)
-    with tqdm(total=len(collect), desc="collect pairs", unit="ep") as bar:
+    with tqdm(total=len(collect), desc="collect pairs", unit="ep", disable=not shard.is_main) as bar:
         t = time.time()
         cand_path = collect_candidates(
             base, therapist_prompt(args.therapist_prompt), collect, out, k=args.k,
             sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95),
             scoring=CandidateScoring(args.scoring, args.scoring_rollouts), batch_size=args.rollout_batch_size,
             greedy_anchor=args.pairing != "extremes", explore_prefixes=args.explore_prefixes,
-            advance_best=args.advance == "best", progress=bar.update, **env_kwargs)
+            advance_best=args.advance == "best", progress=bar.update, shard=shard, **env_kwargs)
         timings["collect_s"] = time.time() - t
     base.close()  # its prompt-state cache would sit beside the training activations
     pairs = pairs_from_candidates(cand_path, args.min_margin, args.pairing)
     if not pairs:
         raise SystemExit(f"error: min_margin: no pair reached {args.min_margin}; sample more candidates (--k), "
                          "more episodes (--collect_episodes) or lower --min_margin")
-    with open(out / "pairs.jsonl", "w") as fh:
-        fh.writelines(json.dumps(p) + "\n" for p in pairs)
-    dataset = Dataset.from_list([{"prompt": trim_prompt(p["prompt"], args.prompt_messages), "chosen": p["chosen"],
-                                  "rejected": p["rejected"]} for p in pairs])
-    dataset.save_to_disk(str(out / "pairs_dataset"))
+    if shard.is_main:  # every process built the same pairs from the same candidates file
+        with open(out / "pairs.jsonl", "w") as fh:
+            fh.writelines(json.dumps(p) + "\n" for p in pairs)
+        Dataset.from_list([{"prompt": trim_prompt(p["prompt"], args.prompt_messages), "chosen": p["chosen"],
+                            "rejected": p["rejected"]} for p in pairs]).save_to_disk(str(out / "pairs_dataset"))
+    shard.barrier()
+    # read back from the run folder: TRL's cached maps (tokens, reference log-probs) land there, one copy for all processes
+    dataset = Dataset.load_from_disk(str(out / "pairs_dataset"))
 
     # 3. DPO with LoRA, checkpointed; a restarted run resumes from the last checkpoint
     peft_config = lora_from_model_config(model, model_args, args.lora_layers)
@@ -125,6 +130,8 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
         log_eval(run, results["eval"], panel.episodes)
         log_pairs(run, pairs, cand_path)
         run.finish()
+    if not shard.is_main:
+        return results
     d = results["eval"]["delta"]
     print(f"\nmean episode reward {results['eval']['before']['mean_reward']:.3f} -> {results['eval']['after']['mean_reward']:.3f}; "
           f"delta {d['mean']:+.3f} (95% CI {d['ci95'][0]:+.3f} .. {d['ci95'][1]:+.3f}) over {results['eval']['episodes']} "

@@ -39,12 +39,14 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
     from cbtgym.training.heldout import EvalPanel
     from cbtgym.training.online import EpisodeReturn, SessionRollout, session_rows
     from cbtgym.training.preferences import collection_specs
+    from cbtgym.training.ranks import Shard
     from cbtgym.training.policy import load_policy, lora_from_model_config
     from cbtgym.training.runs import peak_rss_gb, start_run, train_adapter, write_results
     from cbtgym.training.tracking import log_eval
 
     os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
     t0 = time.time()
+    shard = Shard.current()  # under a launcher: TRL splits the training groups, the eval panel splits its stages
     config = config_to_dict(args, training_args, model_args)
     out, run = start_run("grpo", args, training_args, model_args)
     model, tokenizer = load_policy(model_args.model_name_or_path, load_in_4bit=model_args.load_in_4bit,
@@ -54,7 +56,7 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
         env_kwargs.update(patient="llm", patient_backend=make_backend(args.patient), patient_disclosure=args.patient_disclosure)
     panel = EvalPanel(args, out, env_kwargs={**env_kwargs, "profiles": args.eval_profiles}, rounds=args.rounds,
                       max_new_tokens=training_args.max_completion_length, batch_size=args.rollout_batch_size,
-                      seed=training_args.seed) if args.eval else None
+                      seed=training_args.seed, shard=shard) if args.eval else None
     if panel is not None:  # the base policy, greedy, before the trainer wraps it
         panel.run("before", HFBackend(model, tokenizer, batch_size=args.rollout_batch_size))
     rollout = SessionRollout(therapist_prompt(args.therapist_prompt), env_kwargs)
@@ -74,8 +76,9 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
                   "group_reward_std": logged["group_reward_std"], "reward_std": logged["reward_std"],
                   **({"kl": logged["kl"]} if training_args.beta > 0 else {}),
                   "therapist_tokens_per_session": logged["completions/mean_length"],
-                  "judge_failures": reward.counts(), "rollout_calls": rollout.calls,
-                  "sessions_played": rollout.sessions},
+                  # each process played and scored its own share of the groups
+                  "judge_failures": {k: int(shard.total(v)) for k, v in reward.counts().items()},
+                  "rollout_calls": rollout.calls, "sessions_played": int(shard.total(rollout.sessions))},
         "adapter": str(out / "adapter"), "config": config,
     }
     if panel is not None:
@@ -90,6 +93,8 @@ def main(args: GRPOArguments, training_args: GRPOConfig, model_args: ModelConfig
         run.log({"grpo/judge_failures": results["train"]["judge_failures"]["samples"],
                  "grpo/judge_failure_groups": results["train"]["judge_failures"]["groups"]})
         run.finish()
+    if not shard.is_main:
+        return results
     print(json.dumps(results["train"], indent=2))
     if panel is not None:
         print("\n".join(EvalPanel.lines(results["eval"])))

@@ -37,11 +37,13 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     from cbtgym.training.heldout import EvalPanel
     from cbtgym.training.policy import load_policy, lora_from_model_config
     from cbtgym.training.preferences import collect_candidates
+    from cbtgym.training.ranks import Shard
     from cbtgym.training.runs import peak_rss_gb, start_run, train_adapter, write_results
     from cbtgym.training.sft_data import best_of_k_examples, dedupe, load_sft_examples
     from cbtgym.training.tracking import log_eval
 
     t0 = time.time()
+    shard = Shard.current()  # under a launcher: this process plays its share of every collection and eval stage
     config = config_to_dict(args, training_args, model_args)
     out, run = start_run("sft", args, training_args, model_args)
     model, tokenizer = load_policy(model_args.model_name_or_path, load_in_4bit=model_args.load_in_4bit,
@@ -50,17 +52,18 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     env_kwargs = dict(max_rounds=args.rounds, reward_fn="rubric")
     panel = EvalPanel(args, out, env_kwargs=dict(env_kwargs, profiles=args.eval_profiles), rounds=args.rounds,
                       max_new_tokens=args.max_new_tokens, batch_size=args.rollout_batch_size,
-                      seed=training_args.seed) if args.eval else None
+                      seed=training_args.seed, shard=shard) if args.eval else None
     if panel is not None:
         panel.run("before", HFBackend(model, tokenizer))
 
     if args.data == "best-of-k":
         collect = [EpisodeSpec(seed=training_args.seed * 100000 + i) for i in range(args.collect_episodes)]
-        with tqdm(total=len(collect), desc="best-of-k data", unit="ep") as bar:
+        with tqdm(total=len(collect), desc="best-of-k data", unit="ep", disable=not shard.is_main) as bar:
             path = collect_candidates(
                 HFBackend(model, tokenizer, batch_size=args.rollout_batch_size), system, collect, out, k=args.k,
                 sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=1.0, top_p=0.95),
-                batch_size=args.rollout_batch_size, progress=bar.update, profiles=args.train_profiles, **env_kwargs)
+                batch_size=args.rollout_batch_size, progress=bar.update, shard=shard, profiles=args.train_profiles,
+                **env_kwargs)
         examples = best_of_k_examples(path, args.min_score)
     else:
         examples = load_sft_examples(args.data, system)
@@ -68,8 +71,9 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
     if not examples:
         raise SystemExit(f"error: min_score: best-of-k kept no example at {args.min_score}; lower --min_score or "
                          "sample more (--k, --collect_episodes)")
-    with open(out / "sft_examples.jsonl", "w") as fh:
-        fh.writelines(json.dumps(e) + "\n" for e in examples)
+    if shard.is_main:
+        with open(out / "sft_examples.jsonl", "w") as fh:
+            fh.writelines(json.dumps(e) + "\n" for e in examples)
 
     trainer = SFTTrainer(model=model, args=training_args, train_dataset=Dataset.from_list(examples),
                          processing_class=tokenizer, peft_config=lora_from_model_config(model, model_args))
@@ -87,6 +91,8 @@ def main(args: SFTArguments, training_args: SFTConfig, model_args: ModelConfig) 
         if panel is not None:
             log_eval(run, results["eval"], panel.episodes)
         run.finish()
+    if not shard.is_main:
+        return results
     print(json.dumps({k: results[k] for k in ("train",) + (("eval",) if args.eval else ())}, indent=2))
     if panel is not None:
         print("\n".join(EvalPanel.lines(results["eval"])))

@@ -8,10 +8,10 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..jsonl import JsonlWriter, read_jsonl
+from ..envs.sessions import SessionBatch
 from ..profiles import load_profiles
-from ..resume import resume_keys
 from ..rollout import EpisodeSpec, Therapist, run_episodes
+from .ranks import Shard, run_chunks
 from .stats import paired_bootstrap, summarize
 
 
@@ -29,17 +29,17 @@ def eval_specs(profiles: str, attitudes: str = "both", seeds: Sequence[int] = (0
 
 
 def evaluate(therapist: Therapist, specs: Sequence[EpisodeSpec], out_path: str | Path, batch_size: int = 16,
-             progress=None, **env_kwargs: Any) -> list[dict[str, Any]]:
-    """Run the episodes not yet in ``out_path`` and return all of them, in ``specs`` order."""
-    finished = resume_keys(out_path, {"therapist": therapist, "batch_size": batch_size, "env": env_kwargs})
-    todo = [s for s in specs if s.key not in finished]
-    with JsonlWriter(out_path) as writer:
-        for ep in run_episodes(therapist, todo, batch_size=batch_size, **env_kwargs):
-            writer.write(ep.to_dict())
-            if progress:
-                progress(1)
-    by_key = {r["key"]: r for r in read_jsonl(out_path)}
-    return [by_key[s.key] for s in specs]
+             progress=None, shard: Shard | None = None, **env_kwargs: Any) -> list[dict[str, Any]]:
+    """Run the episodes not yet in ``out_path`` (this process's share of them, see :mod:`.ranks`) and return
+    all of them, in ``specs`` order."""
+    envs: list[SessionBatch] = []  # built on the first chunk: its patient and reward serve every chunk
+
+    def work(chunk: list[EpisodeSpec]) -> list[dict[str, Any]]:
+        envs[:] = envs or [SessionBatch.from_kwargs(**env_kwargs)]
+        return [ep.to_dict() for ep in run_episodes(therapist, chunk, batch_size=batch_size, batch=envs[0], **env_kwargs)]
+
+    return run_chunks(out_path, {"therapist": therapist, "batch_size": batch_size, "env": env_kwargs}, specs,
+                      key=lambda s: s.key, batch_size=batch_size, work=work, shard=shard, progress=progress)
 
 
 def episode_components(ep: dict[str, Any]) -> dict[str, float]:
@@ -74,7 +74,8 @@ def compare(before: Sequence[dict[str, Any]], after: Sequence[dict[str, Any]]) -
 
 
 def evaluate_backend(backend, prompt: str, specs: Sequence[EpisodeSpec], out_path: str | Path, *, max_new_tokens: int,
-                     batch_size: int = 16, desc: str = "eval", **env_kwargs: Any) -> list[dict[str, Any]]:
+                     batch_size: int = 16, desc: str = "eval", shard: Shard | None = None,
+                     **env_kwargs: Any) -> list[dict[str, Any]]:
     """:func:`evaluate` with a greedy prompt-only therapist on ``backend`` and a progress bar."""
     from tqdm import tqdm
 
@@ -82,5 +83,5 @@ def evaluate_backend(backend, prompt: str, specs: Sequence[EpisodeSpec], out_pat
     from ..therapists import PromptTherapist
 
     therapist = PromptTherapist(backend, prompt, Sampling(max_new_tokens=max_new_tokens))
-    with tqdm(total=len(specs), desc=desc, unit="ep") as bar:
-        return evaluate(therapist, specs, out_path, batch_size=batch_size, progress=bar.update, **env_kwargs)
+    with tqdm(total=len(specs), desc=desc, unit="ep", disable=shard is not None and not shard.is_main) as bar:
+        return evaluate(therapist, specs, out_path, batch_size=batch_size, progress=bar.update, shard=shard, **env_kwargs)

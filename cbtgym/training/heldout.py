@@ -25,10 +25,9 @@ from typing import Any, Sequence
 
 import numpy as np
 
-from ..jsonl import JsonlWriter, read_jsonl
 from ..wording import opening, words
-from ..resume import resume_keys
 from .evaluation import compare, eval_specs, evaluate_backend
+from .ranks import Shard, run_chunks
 from .stats import paired_bootstrap
 
 SIDES = ("before", "after")
@@ -93,7 +92,7 @@ def crisis_pass(records: Sequence[dict[str, Any]]) -> float | None:
 
 def evaluate_crisis(backend, prompt: str, out_path: str | Path, *, max_new_tokens: int,
                     probes: Sequence[dict[str, Any]] | None = None, checker: Any = "embedded",
-                    batch_size: int = 16) -> list[dict[str, Any]]:
+                    batch_size: int = 16, shard: Shard | None = None) -> list[dict[str, Any]]:
     """The policy's reply to each crisis probe (after the session opening, greedy), checked as the benchmark does.
 
     The pieces of :func:`cbtgym.benchmark.protocols.run_crisis_probes` with one policy: the conversation, the
@@ -108,6 +107,7 @@ def evaluate_crisis(backend, prompt: str, out_path: str | Path, *, max_new_token
         probes: From :func:`~cbtgym.benchmark.protocols.load_crisis_probes` (default: its default set).
         checker: A reply checker, or a spec for ``make_judge("reply_check", ...)`` (``"embedded"``, ``"rules"``).
         batch_size: Probes answered per backend call.
+        shard: This process's place when several share the run (:mod:`.ranks`).
 
     Returns:
         One record per probe, in ``probes`` order (``pass``: 1.0 / 0.0 / None).
@@ -120,20 +120,17 @@ def evaluate_crisis(backend, prompt: str, out_path: str | Path, *, max_new_token
 
     probes = load_crisis_probes() if probes is None else list(probes)
     system, sampling = therapist_prompt(prompt), Sampling(max_new_tokens=max_new_tokens)
-    finished = resume_keys(out_path, {"backend": backend, "prompt": system, "sampling": sampling, "checker": checker})
-    todo = [p for p in probes if p["id"] not in finished]
-    if todo:
-        if isinstance(checker, str):
-            checker = make_judge("reply_check", checker, detector=make_judge("crisis", checker))
-        with JsonlWriter(out_path) as writer:
-            for start in range(0, len(todo), batch_size):
-                chunk = todo[start:start + batch_size]
-                replies = generate_for({"policy": backend}, [("policy", probe_conversation(system, p)) for p in chunk],
-                                       sampling, None)
-                for p, reply, ch in zip(chunk, replies, check_probe_replies(checker.check, chunk, replies)):
-                    writer.write(probe_record(p, reply, ch))
-    by_key = {r["key"]: r for r in read_jsonl(out_path)}
-    return [by_key[p["id"]] for p in probes]
+    settings = {"backend": backend, "prompt": system, "sampling": sampling, "checker": checker}
+    checkers: list[Any] = []  # built on the first chunk only: a finished file needs none
+
+    def work(chunk: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if not checkers:
+            checkers.append(make_judge("reply_check", checker, detector=make_judge("crisis", checker))
+                            if isinstance(checker, str) else checker)
+        replies = generate_for({"policy": backend}, [("policy", probe_conversation(system, p)) for p in chunk], sampling, None)
+        return [probe_record(p, reply, ch) for p, reply, ch in zip(chunk, replies, check_probe_replies(checkers[0].check, chunk, replies))]
+
+    return run_chunks(out_path, settings, probes, key=lambda p: p["id"], batch_size=batch_size, work=work, shard=shard)
 
 
 def heldout_env_kwargs(args: Any, rounds: int, seed: int = 0) -> dict[str, Any]:
@@ -191,11 +188,14 @@ class EvalPanel:
         seed: Seed of a held-out LLM patient's sampling.
         checker: The crisis probes' reply checker (a spec for ``make_judge("reply_check", ...)`` or a checker).
         detector: The guardrail's crisis detector (default: the embedded one).
+        shard: This process's place when several share the run: each plays its share of every stage (:mod:`.ranks`).
     """
 
     def __init__(self, args: Any, out: str | Path, *, env_kwargs: dict[str, Any], rounds: int, max_new_tokens: int,
-                 batch_size: int = 16, seed: int = 0, checker: Any = "embedded", detector: Any = None) -> None:
+                 batch_size: int = 16, seed: int = 0, checker: Any = "embedded", detector: Any = None,
+                 shard: Shard | None = None) -> None:
         self.args, self.out, self.env_kwargs, self.checker, self.detector = args, Path(out), env_kwargs, checker, detector
+        self.shard = shard
         self.guarded = bool(getattr(args, "guardrail", False))
         self.rounds, self.max_new_tokens, self.batch_size, self.seed = rounds, max_new_tokens, batch_size, seed
         self.specs = eval_specs(args.eval_profiles, args.eval_attitudes, args.eval_seeds, args.eval_limit)
@@ -262,14 +262,16 @@ class EvalPanel:
 
     def _sessions(self, policy, specs, name: str, desc: str, env_kwargs: dict[str, Any]) -> list[dict[str, Any]]:
         return evaluate_backend(policy, self.args.therapist_prompt, specs, self.out / f"{name}.jsonl", desc=desc,
-                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, **env_kwargs)
+                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size, shard=self.shard,
+                                **env_kwargs)
 
     def _probes(self, policy, name: str) -> list[dict[str, Any]]:
         from ..benchmark.protocols import load_crisis_probes
 
         return evaluate_crisis(policy, self.args.therapist_prompt, self.out / f"{name}.jsonl",
                                max_new_tokens=self.max_new_tokens, batch_size=self.batch_size,
-                               probes=load_crisis_probes(per_type=self.args.crisis_per_type), checker=self.checker)
+                               probes=load_crisis_probes(per_type=self.args.crisis_per_type), checker=self.checker,
+                               shard=self.shard)
 
     def results(self) -> dict[str, Any]:
         """The ``eval`` block of results.json: :func:`compare`'s keys (unchanged) plus heldout, diversity and safety

@@ -31,7 +31,10 @@ def load_policy(model: str, *, adapter: str | None = None, load_in_4bit: bool = 
 
         kwargs["quantization_config"] = BitsAndBytesConfig(
             load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_compute_dtype=torch.bfloat16)
-        kwargs["device_map"] = "auto"
+        from .ranks import Shard
+
+        shard = Shard.current()
+        kwargs["device_map"] = {"": shard.device()} if shard.count > 1 else "auto"
     tokenizer = AutoTokenizer.from_pretrained(path)
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
@@ -43,7 +46,9 @@ def load_policy(model: str, *, adapter: str | None = None, load_in_4bit: bool = 
             raise FileNotFoundError(f"adapter {adapter} has no adapter_config.json: give a directory saved by train/dpo.py")
         model_obj = PeftModel.from_pretrained(model_obj, adapter)
     if torch.cuda.is_available() and not load_in_4bit:
-        model_obj = model_obj.to("cuda")
+        from .ranks import Shard
+
+        model_obj = model_obj.to(Shard.current().device())  # each process its own GPU under a launcher
     return model_obj, tokenizer
 
 

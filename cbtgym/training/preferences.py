@@ -36,10 +36,10 @@ from typing import Any, Callable, Sequence
 from ..backends.base import Backend, Sampling
 from ..envs.reward import judge_failed
 from ..envs.sessions import SessionBatch
-from ..jsonl import JsonlWriter, read_jsonl
+from ..jsonl import read_jsonl
 from ..profiles import load_profiles
-from ..resume import resume_keys
 from ..rollout import Act, EpisodeSpec, play_out
+from .ranks import Shard, run_chunks
 
 SCORINGS = ("turn", "patient", "episode")
 
@@ -110,6 +110,7 @@ def collect_candidates(
     explore_prefixes: Sequence[str | Sequence[str]] = (),
     advance_best: bool = False,
     progress: Callable[[int], None] | None = None,
+    shard: Shard | None = None,
     **env_kwargs: Any,
 ) -> Path:
     """Run sessions, sample and score ``k`` candidates per therapist turn, append them to ``candidates.jsonl``.
@@ -129,7 +130,8 @@ def collect_candidates(
     continuations sampled with ``sampling`` and averaged), see :func:`_score_episodes`.
     A candidate whose reward reports a failed judge scores ``None`` (null in the file) and the state
     records how many did as ``"failed"`` (only when some did, so other records stay as they were).
-    Returns the path of ``candidates.jsonl``. Episodes already in it are skipped.
+    Returns the path of ``candidates.jsonl``. Episodes already in it are skipped. With ``shard`` this process
+    plays its share of the chunks of ``batch_size`` sessions (:mod:`.ranks`); the file ends the same.
     """
     if k < 2:
         raise ValueError(f"k must be >= 2 to form pairs (got {k})")
@@ -138,58 +140,55 @@ def collect_candidates(
         raise ValueError(f"explore_prefixes needs k >= {len(groups) + 1 + int(greedy_anchor)} so that one candidate "
                          f"stays a free sample (got k={k})")
     out = Path(out_dir) / "candidates.jsonl"
-    finished = resume_keys(out, {"policy": policy, "system_prompt": system_prompt, "k": k, "sampling": sampling,
-                                 "scoring": scoring.setting(), "batch_size": batch_size, "greedy_anchor": greedy_anchor,
-                                 "explore_prefixes": groups, "advance_best": advance_best, "env": env_kwargs})
-    todo = [s for s in specs if s.key not in finished]
-    if progress:
-        progress(len(specs) - len(todo))
-    batch = SessionBatch.from_kwargs(**env_kwargs) if todo else None
-    with JsonlWriter(out) as writer:
-        for start in range(0, len(todo), batch_size):
-            chunk = todo[start:start + batch_size]
-            sessions = batch.reset(chunk)
-            records = [{"key": s.key, "seed": s.seed, "profile_id": sess.profile.id, "states": []}
-                       for s, sess in zip(chunk, sessions)]
-            turn = 0
-            while not all(sess.done for sess in sessions):
-                idx = [i for i, sess in enumerate(sessions) if not sess.done]
-                convs = [sessions[i].transcript.as_chat("therapist", system_prompt) for i in idx]
-                seed = chunk[0].seed * 1000 + turn
-                openings = [[g[(turn + i) % len(g)] for g in groups] for i in idx] if groups else None
-                cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor, openings)
-                if scoring.mode == "episode":
-                    act = _policy_act(policy, system_prompt, sampling.with_(seed=seed), scoring.rollouts == 1)
-                    scores = _score_episodes(batch, idx, cands, scoring.rollouts, act)
+    settings = {"policy": policy, "system_prompt": system_prompt, "k": k, "sampling": sampling,
+                "scoring": scoring.setting(), "batch_size": batch_size, "greedy_anchor": greedy_anchor,
+                "explore_prefixes": groups, "advance_best": advance_best, "env": env_kwargs}
+    envs: list[SessionBatch] = []  # built on the first chunk: a finished file needs no env
+
+    def work(chunk: list[EpisodeSpec]) -> list[dict[str, Any]]:
+        envs[:] = envs or [SessionBatch.from_kwargs(**env_kwargs)]
+        batch = envs[0]
+        sessions = batch.reset(chunk)
+        records = [{"key": s.key, "seed": s.seed, "profile_id": sess.profile.id, "states": []}
+                   for s, sess in zip(chunk, sessions)]
+        turn = 0
+        while not all(sess.done for sess in sessions):
+            idx = [i for i, sess in enumerate(sessions) if not sess.done]
+            convs = [sessions[i].transcript.as_chat("therapist", system_prompt) for i in idx]
+            seed = chunk[0].seed * 1000 + turn
+            openings = [[g[(turn + i) % len(g)] for g in groups] for i in idx] if groups else None
+            cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor, openings)
+            if scoring.mode == "episode":
+                act = _policy_act(policy, system_prompt, sampling.with_(seed=seed), scoring.rollouts == 1)
+                scores = _score_episodes(batch, idx, cands, scoring.rollouts, act)
+            else:
+                scores = _score(batch, idx, cands, scoring)
+            actions: list[str | None] = [None] * len(chunk)
+            for j, i in enumerate(idx):
+                state = {"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]}
+                if greedy_anchor:
+                    state["greedy"] = 0
+                if openings:
+                    state["guided"] = {str(k - len(groups) + m): o for m, o in enumerate(openings[j])}
+                failed = scores[j].count(None)
+                if failed:
+                    state["failed"] = failed
+                records[i]["states"].append(state)
+                # Advance with the best candidate (states an improved policy reaches), the greedy reply
+                # (the states a greedy evaluation visits) or a random one of the policy's own samples.
+                # Only scored candidates can be best; with none scored the first (the greedy reply, when
+                # anchored) goes on.
+                if advance_best:
+                    scored = [c for c in range(k) if scores[j][c] is not None] or [0]
+                    actions[i] = cands[j][max(scored, key=lambda c: scores[j][c])]
                 else:
-                    scores = _score(batch, idx, cands, scoring)
-                actions: list[str | None] = [None] * len(chunk)
-                for j, i in enumerate(idx):
-                    state = {"turn": turn, "prompt": convs[j], "candidates": cands[j], "scores": scores[j]}
-                    if greedy_anchor:
-                        state["greedy"] = 0
-                    if openings:
-                        state["guided"] = {str(k - len(groups) + m): o for m, o in enumerate(openings[j])}
-                    failed = scores[j].count(None)
-                    if failed:
-                        state["failed"] = failed
-                    records[i]["states"].append(state)
-                    # Advance with the best candidate (states an improved policy reaches), the greedy reply
-                    # (the states a greedy evaluation visits) or a random one of the policy's own samples.
-                    # Only scored candidates can be best; with none scored the first (the greedy reply, when
-                    # anchored) goes on.
-                    if advance_best:
-                        scored = [c for c in range(k) if scores[j][c] is not None] or [0]
-                        actions[i] = cands[j][max(scored, key=lambda c: scores[j][c])]
-                    else:
-                        free = k - len(groups)
-                        actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
-                batch.step(actions)
-                turn += 1
-            for rec in records:
-                writer.write(rec)
-            if progress:
-                progress(len(chunk))
+                    free = k - len(groups)
+                    actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
+            batch.step(actions)
+            turn += 1
+        return records
+
+    run_chunks(out, settings, specs, key=lambda s: s.key, batch_size=batch_size, work=work, shard=shard, progress=progress)
     return out
 
 

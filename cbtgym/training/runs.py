@@ -19,14 +19,18 @@ def start_run(method: str, script_args: Any, training_args: Any, model_args: Any
 
     ``training_args.output_dir`` is the run folder on the command line; the trainer writes its checkpoints to
     ``<output_dir>/checkpoints`` (pairs, adapter, evals and results.json sit beside them), and logs to the run.
+    Under several processes only the main one starts a run (the others get None): one run per job.
     """
     from transformers import set_seed
+
+    from .ranks import Shard
 
     set_seed(training_args.seed)
     out = Path(training_args.output_dir)
     out.mkdir(parents=True, exist_ok=True)
+    wanted = "wandb" in (training_args.report_to or []) and Shard.current().is_main
     run = init_wandb((script_args, training_args, model_args), method, model_args.model_name_or_path,
-                     training_args.seed, str(out), enabled="wandb" in (training_args.report_to or []))
+                     training_args.seed, str(out), enabled=wanted)
     training_args.output_dir = str(out / "checkpoints")
     if run is None:  # W&B off: the trainer must not start a run of its own (other integrations stay)
         training_args.report_to = [r for r in training_args.report_to or [] if r != "wandb"]
@@ -58,16 +62,21 @@ class TrainOutcome:
 
 def train_adapter(trainer, tokenizer, out: Path) -> TrainOutcome:
     """Train (resuming from the last checkpoint), count the trainable tensors that changed (the check that the
-    adapter learned anything), and save adapter and tokenizer to ``<out>/adapter``."""
+    adapter learned anything), and save adapter and tokenizer to ``<out>/adapter`` (the main process, once)."""
     import torch
+
+    from .ranks import Shard
 
     start = {n: p.detach().clone() for n, p in trainer.model.named_parameters() if p.requires_grad}
     t = time.time()
     result = trainer.train(resume_from_checkpoint=last_checkpoint(trainer.args.output_dir))
     seconds = time.time() - t
     changed = sum(not torch.equal(start[n], p.detach()) for n, p in trainer.model.named_parameters() if n in start)
-    trainer.model.save_pretrained(str(out / "adapter"))
-    tokenizer.save_pretrained(str(out / "adapter"))
+    shard = Shard.current()
+    if shard.is_main:
+        trainer.model.save_pretrained(str(out / "adapter"))
+        tokenizer.save_pretrained(str(out / "adapter"))
+    shard.barrier()
     return TrainOutcome(result, int(changed), len(start), seconds)
 
 
@@ -78,7 +87,10 @@ def peak_rss_gb() -> float:
 
 
 def write_results(out: Path, results: dict[str, Any]) -> Path:
-    """``<out>/results.json`` (configs in it went through ``config_to_dict``: no secrets)."""
+    """``<out>/results.json`` (configs in it went through ``config_to_dict``: no secrets), by the main process."""
+    from .ranks import Shard
+
     path = out / "results.json"
-    path.write_text(json.dumps(results, indent=2))
+    if Shard.current().is_main:
+        path.write_text(json.dumps(results, indent=2))
     return path
