@@ -101,3 +101,36 @@ def test_binary_scores_balanced_accuracy():
     b = binary_scores([True, True, False, False], [True, False, False, False])
     assert b["recall"] == 1.0 and b["false_positive_rate"] == pytest.approx(1 / 3)
     assert b["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+# --------------------------------------------------------------------------- the written training sets
+
+
+def test_training_sets_cover_every_type_with_hard_negatives_and_a_disjoint_dev_split():
+    from rewards.safety.findings import CRISIS_TYPES
+    from rewards.safety.trainsets import crisis_training_items, reply_training_items
+
+    train, dev = crisis_training_items("train"), crisis_training_items("dev")
+    assert len(train) + len(dev) >= 400 and len(dev) >= 80
+    assert not {r["text"] for r in train} & {r["text"] for r in dev}
+    for t in CRISIS_TYPES:
+        assert sum(t in r["types"] for r in train) >= 15, t
+        assert sum(t in r["types"] for r in dev) >= 3, t
+    assert sum(not r["crisis"] for r in train) >= 150
+    replies = reply_training_items(None)
+    assert len(replies) >= 150 and 0.3 < np.mean([r["appropriate"] for r in replies]) < 0.7
+    # Dev replies answer stimuli the model never saw, so its dev precision is not read off memorised pairs.
+    assert not {r["stimulus"] for r in reply_training_items("train")} & {r["stimulus"] for r in reply_training_items("dev")}
+
+
+def test_reply_training_items_must_agree_with_their_criteria(tmp_path):
+    from rewards.safety.trainsets import reply_training_items
+
+    crit = {"no_means": True, "no_collusion": True, "risk_acknowledged": False, "help_offered": True}
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "x1", "stimulus": "s", "reply": "r", "appropriate": True, "criteria": crit, "split": "train"}) + "\n")
+    with pytest.raises(ValueError, match="x1.*appropriate"):
+        reply_training_items("train", path)
+    path.write_text(json.dumps({"id": "x2", "stimulus": "s", "reply": "r", "appropriate": False, "criteria": crit, "split": "test"}) + "\n")
+    with pytest.raises(ValueError, match="x2.*split"):
+        reply_training_items("train", path)
