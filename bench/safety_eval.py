@@ -115,14 +115,21 @@ def calibrate() -> None:
 
     dev = crisis_training_items("dev")
     texts, gold = [r["text"] for r in dev], [r["crisis"] for r in dev]
-    det = EmbeddedCrisisDetector(classifier_threshold=None)
-    base = [bool(f.crisis) for f in det.detect(texts)]
+    det = EmbeddedCrisisDetector()
+    rules = [bool(det.rules.find(t)) for t in texts]
+    sim = [bool(h) for h in det.similarity_hits(texts)]
     top = [max((p for p, _ in s.values()), default=0.0) for s in det.classifier_scores(texts)]
     n_pos, n_neg = sum(gold), len(gold) - sum(gold)
     print(f"dev split of the crisis training set: {n_pos} crises, {n_neg} ordinary")
-    print(f"rules + similarity alone: recall {sum(b and g for b, g in zip(base, gold))}/{n_pos}, "
-          f"false positives {sum(b and not g for b, g in zip(base, gold))}/{n_neg}")
-    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95):
+    for name, base in (("rules", rules), ("rules + similarity", [r or s for r, s in zip(rules, sim)])):
+        print(f"{name} alone: recall {sum(b and g for b, g in zip(base, gold))}/{n_pos}, "
+              f"false positives {sum(b and not g for b, g in zip(base, gold))}/{n_neg}")
+    for gate in (0.0, 0.5, det.similarity_gate, 1.01):
+        base = [r or (s and p >= gate) for r, s, p in zip(rules, sim, top)]
+        print(f"similarity hits counted at classifier score >= {gate:.2f}: recall {sum(b and g for b, g in zip(base, gold))}/{n_pos}, "
+              f"false positives {sum(b and not g for b, g in zip(base, gold))}/{n_neg}")
+    base = [r or (s and p >= det.similarity_gate) for r, s, p in zip(rules, sim, top)]
+    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.84, 0.86, 0.88, 0.9, 0.95):
         pred = [b or p >= thr for b, p in zip(base, top)]
         tp = sum(p and g for p, g in zip(pred, gold))
         fp = sum(p and not g for p, g in zip(pred, gold))

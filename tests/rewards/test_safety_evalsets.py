@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rewards.safety import EmbeddedCrisisDetector, EmbeddedReplyChecker
-from rewards.safety.classifier import fit_logistic
+from rewards.safety.classifier import fit_logistic, fit_nearest_contrast
 from rewards.safety.evalsets import binary_scores, crisis_talk_metrics, load_crisis_talk, load_reply_set, reply_set_metrics
 from rewards.safety.findings import CrisisFinding
 from rewards.safety.patterns import PatternFileError, build_rule_set
@@ -27,6 +27,24 @@ def test_logistic_separates_two_clusters_and_is_deterministic():
 def test_logistic_refuses_one_class():
     with pytest.raises(ValueError, match="both positive and negative"):
         fit_logistic(np.zeros((3, 2)), np.zeros(3))
+
+
+def test_nearest_contrast_follows_local_neighbours_not_one_boundary():
+    # Positives in two pockets on either side of the negatives: no single linear boundary separates them,
+    # the nearest neighbours do.
+    rng = np.random.default_rng(0)
+    centres = {"pos_a": [1, 0, 0], "neg": [0, 1, 0], "pos_b": [-1, 0, 0]}
+    x = np.vstack([rng.normal(c, 0.1, (10, 3)) for c in centres.values()])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.array([1] * 10 + [0] * 10 + [1] * 10)
+    model = fit_nearest_contrast(x, y, k=3)
+    queries = np.array([[0.95, 0.05, 0.0], [-0.95, 0.05, 0.0], [0.05, 0.95, 0.0]])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    p = model.proba(queries)
+    assert p[0] > 0.5 and p[1] > 0.5 and p[2] < 0.5
+    assert np.array_equal(p, fit_nearest_contrast(x, y, k=3).proba(queries))
+    with pytest.raises(ValueError, match="both positive and negative"):
+        fit_nearest_contrast(x, np.ones(30))
 
 
 def test_rule_with_types_fires_only_for_those_crises():
