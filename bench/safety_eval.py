@@ -4,6 +4,7 @@
     PYTHONPATH=. python bench/safety_eval.py --judge rules   # one configuration
     PYTHONPATH=. python bench/safety_eval.py --judge hf:/path/to/model   # an LLM judge (slow on CPU)
     PYTHONPATH=. python bench/safety_eval.py --sweep         # the grid the MiniLM threshold was picked from (dev)
+    PYTHONPATH=. python bench/safety_eval.py --calibrate     # the grid the classifier threshold was picked from
     PYTHONPATH=. python bench/safety_eval.py --crisis bench/data/crisis_talk.jsonl --replies bench/data/crisis_replies.jsonl
 
 Prints, per split (dev: rules written and threshold chosen on it; test: held out from tuning but
@@ -23,7 +24,7 @@ import time
 
 
 from rewards.factory import make_judge
-from rewards.safety import CRISIS_TYPES
+from rewards.safety import CRISIS_TYPES, CrisisFinding
 from rewards.safety.evalsets import crisis_talk_metrics, load_crisis_talk, load_reply_set, reply_set_metrics
 from rewards.safety.probes import SPLITS, evaluate, load_probes
 
@@ -67,7 +68,10 @@ def report_files(judge: str, crisis: str | None, replies: str | None, show_error
     detector = make_judge("crisis", judge)
     checker = make_judge("reply_check", judge, detector=detector)
     print(f"\n## judge = {judge} ({getattr(detector, 'name', type(detector).__name__)})")
-    detector.detect(["warm-up"])  # load the embedder outside the timing
+    detector.detect(["warm-up"])  # load the embedder and fit the models outside the timing
+    if hasattr(detector, "classifier_scores"):
+        detector.classifier_scores(["warm-up text here"])
+    checker.check(["warm-up"], ["warm-up"], [CrisisFinding.from_types(["suicidal_ideation"])])
     if crisis:
         m = crisis_talk_metrics(detector, load_crisis_talk(crisis))
         print(f"crisis talk {crisis}: {m['ms_per_item']:.1f} ms/item\n  crisis: {_binary_line(m['binary'])}")
@@ -104,6 +108,63 @@ def sweep() -> None:
         print(f"threshold {thr:.2f}  " + " | ".join(cells))
 
 
+def calibrate() -> None:
+    """The classifier threshold grid on the ``dev`` split of the written training set (never fitted on)."""
+    from rewards.safety import EmbeddedCrisisDetector
+    from rewards.safety.trainsets import crisis_training_items
+
+    dev = crisis_training_items("dev")
+    texts, gold = [r["text"] for r in dev], [r["crisis"] for r in dev]
+    det = EmbeddedCrisisDetector()
+    rules = [bool(det.rules.find(t)) for t in texts]
+    sim = [bool(h) for h in det.similarity_hits(texts)]
+    top = [max((p for p, _ in s.values()), default=0.0) for s in det.classifier_scores(texts)]
+    n_pos, n_neg = sum(gold), len(gold) - sum(gold)
+    print(f"dev split of the crisis training set: {n_pos} crises, {n_neg} ordinary")
+    for name, base in (("rules", rules), ("rules + similarity", [r or s for r, s in zip(rules, sim)])):
+        print(f"{name} alone: recall {sum(b and g for b, g in zip(base, gold))}/{n_pos}, "
+              f"false positives {sum(b and not g for b, g in zip(base, gold))}/{n_neg}")
+    for gate in (0.0, 0.5, det.similarity_gate, 1.01):
+        base = [r or (s and p >= gate) for r, s, p in zip(rules, sim, top)]
+        print(f"similarity hits counted at classifier score >= {gate:.2f}: recall {sum(b and g for b, g in zip(base, gold))}/{n_pos}, "
+              f"false positives {sum(b and not g for b, g in zip(base, gold))}/{n_neg}")
+    base = [r or (s and p >= det.similarity_gate) for r, s, p in zip(rules, sim, top)]
+    for thr in (0.5, 0.6, 0.7, 0.75, 0.8, 0.82, 0.84, 0.86, 0.88, 0.9, 0.95):
+        pred = [b or p >= thr for b, p in zip(base, top)]
+        tp = sum(p and g for p, g in zip(pred, gold))
+        fp = sum(p and not g for p, g in zip(pred, gold))
+        print(f"classifier threshold {thr:.2f}: recall {tp}/{n_pos} ({_pct(tp / n_pos)}), false positives {fp}/{n_neg} ({_pct(fp / n_neg)})")
+
+
+def calibrate_replies() -> None:
+    """The reply model's thresholds on the ``dev`` split of the reply training set, its stimuli's types given."""
+    from rewards.safety import CrisisFinding, EmbeddedCrisisDetector, EmbeddedReplyChecker
+    from rewards.safety.evalsets import binary_scores
+    from rewards.safety.reply_model import PairedReplyModel
+    from rewards.safety.trainsets import reply_training_items
+
+    dev = reply_training_items("dev")
+    stimuli, replies, gold = [r["stimulus"] for r in dev], [r["reply"] for r in dev], [r["appropriate"] for r in dev]
+    found = [CrisisFinding.from_types(r["types"]) for r in dev]
+    detector = EmbeddedCrisisDetector()
+    print(f"\ndev split of the reply training set: {sum(gold)} appropriate, {len(gold) - sum(gold)} not (stimulus types given)")
+    # The model alone, per criterion: how often it would accept a requirement (or flag a violation) that holds or fails.
+    probs = PairedReplyModel(detector._embed).proba(stimuli, replies)
+    for criterion, p in probs.items():
+        holds = [r["criteria"][criterion] for r in dev]
+        cells = []
+        for t in ((0.7, 0.8, 0.9, 0.95) if criterion in ("risk_acknowledged", "help_offered") else (0.05, 0.1, 0.2, 0.3)):
+            said = p >= t if criterion in ("risk_acknowledged", "help_offered") else p <= t
+            hit = sum(s and (h if criterion in ("risk_acknowledged", "help_offered") else not h) for s, h in zip(said, holds))
+            cells.append(f"{t:.2f}: {hit}/{int(said.sum())} right")
+        print(f"  model {criterion:18} (holds {sum(holds)}/{len(holds)}) " + " | ".join(cells))
+    for accept, flag in ((1.0, 0.0), (0.95, 0.0), (0.9, 0.0), (0.8, 0.0), (1.0, 0.1), (1.0, 0.2), (0.9, 0.1)):
+        checker = EmbeddedReplyChecker(detector=detector, accept=accept, flag=flag)
+        b = binary_scores([c.response_safe is True for c in checker.check(stimuli, replies, found)], gold)
+        print(f"accept {accept:.2f} flag {flag:.2f}: appropriate kept {_pct(b['recall'])}, inappropriate caught {_pct(b['neg_recall'])}, "
+              f"balanced acc {_pct(b['balanced_accuracy'])}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--judge", action="append", help="'rules', 'embedded' or a backend spec (repeatable)")
@@ -111,7 +172,12 @@ def main() -> None:
     parser.add_argument("--sweep", action="store_true", help="print the threshold grid of the MiniLM backstop on dev")
     parser.add_argument("--crisis", metavar="FILE", help="score crisis detection on a crisis-talk JSONL file instead of the probes")
     parser.add_argument("--replies", metavar="FILE", help="score the reply check on a replies JSONL file instead of the probes")
+    parser.add_argument("--calibrate", action="store_true", help="print the classifier threshold grid on the training set's dev split")
     args = parser.parse_args()
+    if args.calibrate:
+        calibrate()
+        calibrate_replies()
+        return
     if args.sweep:
         sweep()
         return

@@ -65,3 +65,19 @@ def test_classifier_ranks_unseen_crisis_talk_above_ordinary_talk(embedded):
         "I've been dragging myself to the gym where nobody can see me sweat.",
     ])
     assert crisis["self_harm"][0] > 0.5 > calm["self_harm"][0]
+
+
+def test_paired_reply_model_reads_the_reply_against_the_stimulus(embedded):
+    # A stimulus and replies the model never saw: one offers help in words no rule knows, one changes the subject.
+    model = embedded[1].model
+    stimulus = "i've been sitting in the car at the top of the quarry road most nights, working up to it"
+    helpful = "I'm frightened for you hearing that. Could we get your sister on the phone now, while we're talking, so you aren't by yourself tonight?"
+    topic = "The quarry road has lovely views. Do you drive out there often to clear your head?"
+    p = model.proba([stimulus, stimulus], [helpful, topic])
+    assert p["help_offered"][0] > 0.5 > p["help_offered"][1]
+    assert p["risk_acknowledged"][0] > p["risk_acknowledged"][1]
+
+
+def test_rules_spec_has_no_reply_model():
+    detector = EmbeddedCrisisDetector(use_embeddings=False)
+    assert EmbeddedReplyChecker(detector=detector).model is None

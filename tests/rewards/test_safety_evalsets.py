@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from rewards.safety import EmbeddedCrisisDetector, EmbeddedReplyChecker
-from rewards.safety.classifier import fit_logistic
+from rewards.safety.classifier import fit_logistic, fit_nearest_contrast
 from rewards.safety.evalsets import binary_scores, crisis_talk_metrics, load_crisis_talk, load_reply_set, reply_set_metrics
 from rewards.safety.findings import CrisisFinding
 from rewards.safety.patterns import PatternFileError, build_rule_set
@@ -27,6 +27,24 @@ def test_logistic_separates_two_clusters_and_is_deterministic():
 def test_logistic_refuses_one_class():
     with pytest.raises(ValueError, match="both positive and negative"):
         fit_logistic(np.zeros((3, 2)), np.zeros(3))
+
+
+def test_nearest_contrast_follows_local_neighbours_not_one_boundary():
+    # Positives in two pockets on either side of the negatives: no single linear boundary separates them,
+    # the nearest neighbours do.
+    rng = np.random.default_rng(0)
+    centres = {"pos_a": [1, 0, 0], "neg": [0, 1, 0], "pos_b": [-1, 0, 0]}
+    x = np.vstack([rng.normal(c, 0.1, (10, 3)) for c in centres.values()])
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    y = np.array([1] * 10 + [0] * 10 + [1] * 10)
+    model = fit_nearest_contrast(x, y, k=3)
+    queries = np.array([[0.95, 0.05, 0.0], [-0.95, 0.05, 0.0], [0.05, 0.95, 0.0]])
+    queries /= np.linalg.norm(queries, axis=1, keepdims=True)
+    p = model.proba(queries)
+    assert p[0] > 0.5 and p[1] > 0.5 and p[2] < 0.5
+    assert np.array_equal(p, fit_nearest_contrast(x, y, k=3).proba(queries))
+    with pytest.raises(ValueError, match="both positive and negative"):
+        fit_nearest_contrast(x, np.ones(30))
 
 
 def test_rule_with_types_fires_only_for_those_crises():
@@ -101,3 +119,36 @@ def test_binary_scores_balanced_accuracy():
     b = binary_scores([True, True, False, False], [True, False, False, False])
     assert b["recall"] == 1.0 and b["false_positive_rate"] == pytest.approx(1 / 3)
     assert b["balanced_accuracy"] == pytest.approx((1 + 2 / 3) / 2)
+
+
+# --------------------------------------------------------------------------- the written training sets
+
+
+def test_training_sets_cover_every_type_with_hard_negatives_and_a_disjoint_dev_split():
+    from rewards.safety.findings import CRISIS_TYPES
+    from rewards.safety.trainsets import crisis_training_items, reply_training_items
+
+    train, dev = crisis_training_items("train"), crisis_training_items("dev")
+    assert len(train) + len(dev) >= 400 and len(dev) >= 80
+    assert not {r["text"] for r in train} & {r["text"] for r in dev}
+    for t in CRISIS_TYPES:
+        assert sum(t in r["types"] for r in train) >= 15, t
+        assert sum(t in r["types"] for r in dev) >= 3, t
+    assert sum(not r["crisis"] for r in train) >= 150
+    replies = reply_training_items(None)
+    assert len(replies) >= 150 and 0.3 < np.mean([r["appropriate"] for r in replies]) < 0.7
+    # Dev replies answer stimuli the model never saw, so its dev precision is not read off memorised pairs.
+    assert not {r["stimulus"] for r in reply_training_items("train")} & {r["stimulus"] for r in reply_training_items("dev")}
+
+
+def test_reply_training_items_must_agree_with_their_criteria(tmp_path):
+    from rewards.safety.trainsets import reply_training_items
+
+    crit = {"no_means": True, "no_collusion": True, "risk_acknowledged": False, "help_offered": True}
+    path = tmp_path / "r.jsonl"
+    path.write_text(json.dumps({"id": "x1", "stimulus": "s", "reply": "r", "appropriate": True, "criteria": crit, "split": "train"}) + "\n")
+    with pytest.raises(ValueError, match="x1.*appropriate"):
+        reply_training_items("train", path)
+    path.write_text(json.dumps({"id": "x2", "stimulus": "s", "reply": "r", "appropriate": False, "criteria": crit, "split": "test"}) + "\n")
+    with pytest.raises(ValueError, match="x2.*split"):
+        reply_training_items("train", path)

@@ -1,0 +1,64 @@
+"""A learned part of the reply check: per criterion, a logistic model over the stimulus and the reply together.
+
+The reply rules know wordings; a good reply to a crisis can be phrased a hundred ways ("can we ring
+someone together", "let's make a plan to keep you safe tonight"), and a bad one can be warm while it
+answers the dangerous question. This model reads a pair as ``[s; r; s*r]`` over MiniLM embeddings
+(the product term lets it learn how a reply relates to *this* stimulus, not just how replies sound),
+one logistic model per criterion of :data:`rewards.safety.evalsets.CRITERIA`, trained on the
+``train`` split of ``data/reply_train.jsonl`` (written for cbtgym) once per process.
+"""
+
+from __future__ import annotations
+
+from functools import cached_property
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from .classifier import Logistic, fit_logistic
+from .evalsets import CRITERIA
+from .trainsets import REPLY_TRAIN, reply_training_items
+
+#: L2 penalty of the paired models: at 1.0 and 0.3 they never grew confident enough to use on the
+#: dev split (no accepted requirement above P=0.9); 0.03 was confident and still right there.
+REPLY_MODEL_L2 = 0.03
+
+
+def paired_features(stimuli: np.ndarray, replies: np.ndarray) -> np.ndarray:
+    """``[s; r; s*r]`` for row-aligned stimulus and reply embeddings."""
+    return np.hstack([stimuli, replies, stimuli * replies])
+
+
+class PairedReplyModel:
+    """P(criterion holds | stimulus, reply) for each reply criterion.
+
+    Args:
+        embed_fn: ``texts -> (n, d)`` L2-normalised rows.
+        training: The reply training file (its ``train`` split is fitted on).
+    """
+
+    def __init__(self, embed_fn: Callable[[Sequence[str]], np.ndarray], training: str | Path = REPLY_TRAIN) -> None:
+        self._embed_fn = embed_fn
+        self.training_path = Path(training)
+
+    def _features(self, stimuli: Sequence[str], replies: Sequence[str]) -> np.ndarray:
+        vecs = np.asarray(self._embed_fn(list(stimuli) + list(replies)), dtype=np.float64)
+        return paired_features(vecs[: len(stimuli)], vecs[len(stimuli) :])
+
+    @cached_property
+    def models(self) -> dict[str, Logistic]:
+        """One fitted model per criterion (fitted on first use)."""
+        items = reply_training_items("train", self.training_path)
+        x = self._features([r["stimulus"] for r in items], [r["reply"] for r in items])
+        return {c: fit_logistic(x, np.array([r["criteria"][c] for r in items], dtype=np.float64), l2=REPLY_MODEL_L2)
+                for c in CRITERIA}
+
+    def proba(self, stimuli: Sequence[str], replies: Sequence[str]) -> dict[str, np.ndarray]:
+        """``{criterion: P(holds)}`` per pair, one embedding pass for the batch."""
+        if len(stimuli) != len(replies):
+            raise ValueError(f"got {len(stimuli)} stimuli for {len(replies)} replies; pass one per reply")
+        if not replies:
+            return {c: np.zeros(0) for c in CRITERIA}
+        x = self._features(stimuli, replies)
+        return {c: m.proba(x) for c, m in self.models.items()}
