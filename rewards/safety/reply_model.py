@@ -2,8 +2,8 @@
 
 The reply rules know wordings; a good reply to a crisis can be phrased a hundred ways ("can we ring
 someone together", "let's make a plan to keep you safe tonight"), and a bad one can be warm while it
-answers the dangerous question. This model reads a pair as ``[s; r; s*r]`` over MiniLM embeddings
-(the product term lets it learn how a reply relates to *this* stimulus, not just how replies sound),
+answers the dangerous question. This model reads a pair as ``[s; r; s*r; |s-r|]`` over MiniLM embeddings
+(the product and distance terms lets it learn how a reply relates to *this* stimulus, not just how replies sound),
 one logistic model per criterion of :data:`rewards.safety.evalsets.CRITERIA`, trained on the
 ``train`` split of ``data/reply_train.jsonl`` (written for cbtgym) once per process.
 
@@ -34,8 +34,8 @@ RISK_MODEL_L2 = 0.1
 
 
 def paired_features(stimuli: np.ndarray, replies: np.ndarray) -> np.ndarray:
-    """``[s; r; s*r]`` for row-aligned stimulus and reply embeddings."""
-    return np.hstack([stimuli, replies, stimuli * replies])
+    """``[s; r; s*r; |s-r|]`` for row-aligned stimulus and reply embeddings."""
+    return np.hstack([stimuli, replies, stimuli * replies, np.abs(stimuli - replies)])
 
 
 class PairedReplyModel:
