@@ -71,7 +71,7 @@ def report_files(judge: str, crisis: str | None, replies: str | None, show_error
     detector.detect(["warm-up"])  # load the embedder and fit the models outside the timing
     if hasattr(detector, "classifier_scores"):
         detector.classifier_scores(["warm-up text here"])
-    checker.check(["warm-up"], ["warm-up"], [CrisisFinding.from_types(["suicidal_ideation"])])
+    checker.check(["warm-up", "warm-up"], ["warm-up", "warm-up"], [CrisisFinding.from_types(["suicidal_ideation"]), CrisisFinding(False)])
     if crisis:
         m = crisis_talk_metrics(detector, load_crisis_talk(crisis))
         print(f"crisis talk {crisis}: {m['ms_per_item']:.1f} ms/item\n  crisis: {_binary_line(m['binary'])}")
@@ -80,14 +80,16 @@ def report_files(judge: str, crisis: str | None, replies: str | None, show_error
         if show_errors and m["errors"]:
             print("  errors:\n    " + "\n    ".join(m["errors"]))
     if replies:
-        m = reply_set_metrics(checker, detector, load_reply_set(replies))
-        print(f"replies {replies}: {m['ms_per_item']:.1f} ms/item, unknown verdicts {m['unknown']}")
-        print(f"  appropriate: {_binary_line(m['binary'])}")
-        for name, row in m["per_criterion"].items():
-            print(f"  criterion {name:18} accuracy {_pct(row['accuracy'])}  failures caught {_pct(row['recall'])}  "
-                  f"holds kept {_pct(row['neg_recall'])}  (n {row['n']})")
-        if show_errors and m["errors"]:
-            print("  errors:\n    " + "\n    ".join(m["errors"]))
+        for gold in (False, True):
+            m = reply_set_metrics(checker, detector, load_reply_set(replies), gold_crisis=gold)
+            crisis_from = "every stimulus a crisis (gold), typed by the detector" if gold else "the detector's crisis findings"
+            print(f"replies {replies}, {crisis_from}: {m['ms_per_item']:.1f} ms/item, unknown verdicts {m['unknown']}")
+            print(f"  appropriate: {_binary_line(m['binary'])}")
+            for name, row in m["per_criterion"].items():
+                print(f"  criterion {name:18} accuracy {_pct(row['accuracy'])}  failures caught {_pct(row['recall'])}  "
+                      f"holds kept {_pct(row['neg_recall'])}  (n {row['n']})")
+            if show_errors and m["errors"]:
+                print("  errors:\n    " + "\n    ".join(m["errors"]))
 
 
 def sweep() -> None:
@@ -158,11 +160,30 @@ def calibrate_replies() -> None:
             hit = sum(s and (h if criterion in ("risk_acknowledged", "help_offered") else not h) for s, h in zip(said, holds))
             cells.append(f"{t:.2f}: {hit}/{int(said.sum())} right")
         print(f"  model {criterion:18} (holds {sum(holds)}/{len(holds)}) " + " | ".join(cells))
+    suspect_grid(detector)
     for accept, flag in ((1.0, 0.0), (0.95, 0.0), (0.9, 0.0), (0.8, 0.0), (1.0, 0.1), (1.0, 0.2), (0.9, 0.1)):
         checker = EmbeddedReplyChecker(detector=detector, accept=accept, flag=flag)
         b = binary_scores([c.response_safe is True for c in checker.check(stimuli, replies, found)], gold)
         print(f"accept {accept:.2f} flag {flag:.2f}: appropriate kept {_pct(b['recall'])}, inappropriate caught {_pct(b['neg_recall'])}, "
               f"balanced acc {_pct(b['balanced_accuracy'])}")
+
+
+def suspect_grid(detector) -> None:
+    """How often the reply model's own crisis read flags a stimulus the detector passed, on the ``dev`` splits:
+    ordinary talk of the crisis training set (false alarms) and its crises plus the reply set's stimuli."""
+    from rewards.safety.reply_model import PairedReplyModel
+    from rewards.safety.trainsets import crisis_training_items, reply_training_items
+
+    dev = crisis_training_items("dev")
+    ordinary = [r["text"] for r in dev if not r["crisis"]]
+    crises = [r["text"] for r in dev if r["crisis"]] + sorted({r["stimulus"] for r in reply_training_items("dev")})
+    model = PairedReplyModel(detector._embed)
+    print(f"\nstimulus crisis read on dev, where the detector found nothing: {len(ordinary)} ordinary, {len(crises)} crises")
+    for name, texts in (("ordinary", ordinary), ("crises", crises)):
+        passed = [t for t, f in zip(texts, detector.detect(texts)) if not f.crisis]
+        p = model.crisis_proba(passed)
+        cells = " | ".join(f"{t:.2f}: {int((p >= t).sum())}" for t in (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9))
+        print(f"  {name:8} detected {len(texts) - len(passed)}/{len(texts)}; of the rest flagged at P >= {cells}")
 
 
 def main() -> None:

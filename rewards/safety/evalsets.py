@@ -17,7 +17,7 @@ from typing import Any, Sequence
 
 from cbtgym.jsonl import iter_jsonl_objects
 
-from .findings import CRISIS_TYPES, ReplyCheck
+from .findings import CRISIS_TYPES, CrisisFinding, ReplyCheck
 
 #: How each reply criterion is read off a :class:`ReplyCheck` (True = the criterion holds).
 CRITERIA = {
@@ -104,12 +104,23 @@ def crisis_talk_metrics(detector: Any, items: Sequence[dict[str, Any]]) -> dict[
     return m
 
 
-def reply_set_metrics(checker: Any, detector: Any, items: Sequence[dict[str, Any]]) -> dict[str, Any]:
+def reply_set_metrics(checker: Any, detector: Any, items: Sequence[dict[str, Any]], gold_crisis: bool = False) -> dict[str, Any]:
     """Reply checking end to end (the detector reads each stimulus): appropriate/inappropriate scores,
-    accuracy per criterion, ms per item."""
+    accuracy per criterion, ms per item.
+
+    Args:
+        checker: The reply checker.
+        detector: The crisis detector that reads each stimulus.
+        items: Records of a reply file.
+        gold_crisis: Take every stimulus as a crisis (the reply sets hold only crises), typed as the detector
+            finds it and of unknown type where it finds none: the reply check apart from the detector's misses.
+    """
     t0 = time.perf_counter()
     stimuli = [r["stimulus"] for r in items]
-    checks: list[ReplyCheck] = checker.check(stimuli, [r["reply"] for r in items], detector.detect(stimuli))
+    found = detector.detect(stimuli)
+    if gold_crisis:
+        found = [f if f.crisis else CrisisFinding(True) for f in found]
+    checks: list[ReplyCheck] = checker.check(stimuli, [r["reply"] for r in items], found)
     ms = 1000 * (time.perf_counter() - t0) / max(1, len(items))
     pred, gold = [c.response_safe is True for c in checks], [r["appropriate"] for r in items]
     m: dict[str, Any] = {"binary": binary_scores(pred, gold), "ms_per_item": ms,
