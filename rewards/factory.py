@@ -96,6 +96,18 @@ def _safety(make_detector: Callable[..., Any], make_checker: Callable[..., Any])
     return build
 
 
+def _structure_embedded(spec: str, **options: Any) -> Any:
+    from .structure.embedded import EmbeddedStructureJudge, default_judge
+
+    return EmbeddedStructureJudge(**options) if options else default_judge()
+
+
+def _structure_llm(backend: Backend, **options: Any) -> Any:
+    from .structure.llm import LLMStructureJudge
+
+    return LLMStructureJudge(backend, **options)
+
+
 def _satisfaction(spec: str, **options: Any) -> Any:
     from .satisfaction import SatisfactionJudge
 
@@ -126,6 +138,7 @@ JUDGES: dict[str, JudgeType] = {
     "crisis": JudgeType(_crisis_embedded, _crisis_llm, (EMBEDDED, RULES)),
     "reply_check": JudgeType(_reply_embedded, _reply_llm, (EMBEDDED, RULES)),
     "safety": JudgeType(_safety(_crisis_embedded, _reply_embedded), _safety(_crisis_llm, _reply_llm), (EMBEDDED, RULES)),
+    "structure": JudgeType(_structure_embedded, _structure_llm),
     "satisfaction": JudgeType(_satisfaction, None),
     "rubric": JudgeType(_rubric, None),
 }
@@ -136,7 +149,7 @@ def make_judge(kind: str, spec: Any = EMBEDDED, **options: Any) -> Any:
 
     Args:
         kind: A key of :data:`JUDGES` (``"acts"``, ``"at"``, ``"ctrs"``, ``"crisis"``,
-            ``"reply_check"``, ``"safety"``, ``"satisfaction"``, ``"rubric"``).
+            ``"reply_check"``, ``"safety"``, ``"structure"``, ``"satisfaction"``, ``"rubric"``).
         spec: ``"embedded"`` (``"rules"`` for the safety kinds; ``"embedding"`` for ``at``), a
             backend spec (string or dict) or a Backend.
         **options: Passed to the judge's constructor.
