@@ -25,7 +25,9 @@ if TYPE_CHECKING:
     from .variants import BackendPool, Variant
 
 #: Protocol name -> ``"module:function"`` of its runner (imported on use).
-EXTRA_PROTOCOLS: dict[str, str] = {}
+EXTRA_PROTOCOLS: dict[str, str] = {
+    "cbt_qa": "cbtgym.benchmark.cbt_qa:run",
+}
 
 
 @dataclass
