@@ -33,9 +33,10 @@ def resolve_backend(spec: Any) -> Backend:
 
 
 def _acts_embedded(spec: str, **options: Any) -> Any:
-    from .acts.embedded_classifier import EmbeddedActClassifier
+    from .acts.embedded_classifier import EmbeddedActClassifier, default_classifier
 
-    return EmbeddedActClassifier(**options)
+    # Without options, the process's one fitted classifier (read-only; a fit takes tens of seconds on a CPU).
+    return EmbeddedActClassifier(**options) if options else default_classifier()
 
 
 def _acts_llm(backend: Backend, **options: Any) -> Any:
@@ -99,6 +100,7 @@ def _safety(make_detector: Callable[..., Any], make_checker: Callable[..., Any])
 def _structure_embedded(spec: str, **options: Any) -> Any:
     from .structure.embedded import EmbeddedStructureJudge, default_judge
 
+    # Without options, the process's one fitted judge (read-only), as for the act classifier.
     return EmbeddedStructureJudge(**options) if options else default_judge()
 
 
