@@ -55,7 +55,8 @@ def conversation(system: str, question: str) -> list[dict[str, str]]:
 
 
 def structure_judge(ctx: ProtocolContext) -> Any:
-    """The configured structure judge: the shared embedded one, or the LLM judge on ``ctx.pool``'s backend."""
+    """The configured structure judge: the shared embedded one, or the LLM judge on ``ctx.pool``'s backend
+    (``judge_attempts``, ``judge_cache`` and ``judge_max_new_tokens`` apply to it as to the episode judges)."""
     from rewards.factory import EMBEDDED, make_judge
 
     from .runner import backend_spec
@@ -63,8 +64,13 @@ def structure_judge(ctx: ProtocolContext) -> Any:
     spec = backend_spec(ctx.cfg.cbt_qa_structure_judge)
     if spec == EMBEDDED:
         return make_judge("structure", EMBEDDED)
-    cache = ctx.out_dir.parent / "judge_cache.sqlite" if ctx.cfg.judge_cache else None
-    return make_judge("structure", ctx.pool.get(spec), max_attempts=ctx.cfg.judge_attempts, cache=cache)
+    from ..backends.base import Sampling
+
+    options: dict[str, Any] = dict(max_attempts=ctx.cfg.judge_attempts,
+                                   cache=ctx.out_dir.parent / "judge_cache.sqlite" if ctx.cfg.judge_cache else None)
+    if ctx.cfg.judge_max_new_tokens:
+        options["sampling"] = Sampling(max_new_tokens=ctx.cfg.judge_max_new_tokens)
+    return make_judge("structure", ctx.pool.get(spec), **options)
 
 
 def score_answers(items: Sequence[dict[str, str]], answers: Sequence[str], judge: Any) -> list[dict[str, Any]]:
