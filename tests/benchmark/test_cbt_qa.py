@@ -95,10 +95,15 @@ def test_scripted_run_scores_writes_a_blinded_sheet_and_resumes(tmp_path):
 
 
 @pytest.mark.slow
-def test_tiny_embedded_run(pool, tmp_path):  # noqa: F811
+def test_tiny_embedded_run_with_the_llm_structure_judge(pool, embedded_dir, tmp_path):  # noqa: F811
+    """SmolLM2 answers and, as the GPU config's LLM structure judge would, judges the parts (unparsed ones counted)."""
     from cbtgym.benchmark.runner import run
 
     cfg = config(tmp_path, variants=[{"name": "naive", "prompt": "naive"}, {"name": "cbt_llm", "prompt": "cbt_llm"}],
-                 cbt_qa_max_new_tokens=12)
-    rows = run(cfg, pool=pool, log=lambda *_: None).extra["cbt_qa"].rows
-    assert len(rows) == 4 and all(r["answer"] and 0 <= r["bertscore_f1"] <= 1 and 0 <= r["structure_count"] <= 5 for r in rows)
+                 cbt_qa_max_new_tokens=12, cbt_qa_structure_judge=f"hf:{embedded_dir}", judge_max_new_tokens=48, judge_attempts=1)
+    out = run(cfg, pool=pool, log=lambda *_: None).extra["cbt_qa"]
+    assert len(out.rows) == 4 and all(r["answer"] and 0 <= r["bertscore_f1"] <= 1 for r in out.rows)
+    for r in out.rows:
+        assert (r["structure_count"] is None) == r["structure_parse_failed"]
+        assert r["structure_parse_failed"] or 0 <= r["structure_count"] <= 5
+    assert sum(out.summary["structure_unparsed"].values()) == sum(r["structure_parse_failed"] for r in out.rows)
