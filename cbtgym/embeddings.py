@@ -59,7 +59,8 @@ def minilm_model_dir() -> Path:
     return path
 
 
-def _force_offline() -> None:
+def force_offline() -> None:
+    """Make the Hugging Face hub refuse network access for the rest of the process (any model load is local)."""
     # The hub reads these when it is first imported; setting them before importing
     # sentence-transformers makes any accidental hub lookup fail fast instead of downloading.
     os.environ["HF_HUB_OFFLINE"] = "1"
@@ -82,7 +83,7 @@ def load_embedder() -> Any:
     with _lock:
         if _model is None:
             model_dir = minilm_model_dir()
-            _force_offline()
+            force_offline()
             from sentence_transformers import SentenceTransformer
 
             _model = SentenceTransformer(str(model_dir), device="cpu", local_files_only=True)

@@ -109,6 +109,19 @@ def _distortions_llm(backend: Backend, **options: Any) -> Any:
     return LLMDistortionDetector(backend, **options)
 
 
+def _structure_embedded(spec: str, **options: Any) -> Any:
+    from .structure.embedded import EmbeddedStructureJudge, default_judge
+
+    # Without options, the process's one fitted judge (read-only), as for the act classifier.
+    return EmbeddedStructureJudge(**options) if options else default_judge()
+
+
+def _structure_llm(backend: Backend, **options: Any) -> Any:
+    from .structure.llm import LLMStructureJudge
+
+    return LLMStructureJudge(backend, **options)
+
+
 def _satisfaction(spec: str, **options: Any) -> Any:
     from .satisfaction import SatisfactionJudge
 
@@ -140,6 +153,7 @@ JUDGES: dict[str, JudgeType] = {
     "reply_check": JudgeType(_reply_embedded, _reply_llm, (EMBEDDED, RULES)),
     "safety": JudgeType(_safety(_crisis_embedded, _reply_embedded), _safety(_crisis_llm, _reply_llm), (EMBEDDED, RULES)),
     "distortions": JudgeType(_distortions_embedded, _distortions_llm),
+    "structure": JudgeType(_structure_embedded, _structure_llm),
     "satisfaction": JudgeType(_satisfaction, None),
     "rubric": JudgeType(_rubric, None),
 }
@@ -150,7 +164,7 @@ def make_judge(kind: str, spec: Any = EMBEDDED, **options: Any) -> Any:
 
     Args:
         kind: A key of :data:`JUDGES` (``"acts"``, ``"at"``, ``"ctrs"``, ``"crisis"``,
-            ``"reply_check"``, ``"safety"``, ``"distortions"``, ``"satisfaction"``, ``"rubric"``).
+            ``"reply_check"``, ``"safety"``, ``"distortions"``, ``"structure"``, ``"satisfaction"``, ``"rubric"``).
         spec: ``"embedded"`` (``"rules"`` for the safety kinds; ``"embedding"`` for ``at``), a
             backend spec (string or dict) or a Backend.
         **options: Passed to the judge's constructor.

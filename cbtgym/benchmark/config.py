@@ -95,6 +95,12 @@ class BenchmarkConfig:
     stigma_limit: int = field(default=0, metadata={"help": "vignettes used, taken in turn from each condition (0: all)"})
     stigma_repeats: int = field(default=1, metadata={"help": "times each vignette x question is asked (differs only when sampling)"})
     stigma_max_new_tokens: int = field(default=16, metadata={"help": "tokens of a stigma answer (a letter)"})
+    # cbt_qa protocol (CBT-LLM's single-turn questions with reference answers; cbtgym/benchmark/cbt_qa.py)
+    cbt_qa_file: str = field(default="", metadata={"help": "cbt_qa: JSONL/CSV of {id, question, reference} ('' = the shipped example)"})
+    cbt_qa_limit: int = field(default=0, metadata={"help": "cbt_qa: use the first N questions (0: all)"})
+    cbt_qa_max_new_tokens: int = field(default=160, metadata={"help": "cbt_qa: tokens of each answer"})
+    cbt_qa_structure_judge: Any = field(default="embedded", metadata={"help": "cbt_qa: judge of the five answer parts, 'embedded' (MiniLM) or a backend spec (LLM judge)"})
+    cbt_qa_rating_seed: int = field(default=0, metadata={"help": "cbt_qa: seed of the answer order in the human-rating sheet"})
 
     def __post_init__(self) -> None:
         for name in ("rounds", "course_sessions", "batch_size", "hf_batch_size", "max_new_tokens",
@@ -115,6 +121,14 @@ class BenchmarkConfig:
             raise ConfigError(f"patient_disclosure: {self.patient_disclosure!r} is not 'gated' or 'free'; set one of them")
         if self.patient_ratings not in ("end", "turn"):
             raise ConfigError(f"patient_ratings: {self.patient_ratings!r} is not 'end' or 'turn'; set one of them")
+        if self.cbt_qa_limit < 0:
+            raise ConfigError(f"cbt_qa_limit: must be >= 0 (got {self.cbt_qa_limit}); 0 uses every question")
+        if self.cbt_qa_max_new_tokens < 1:
+            raise ConfigError(f"cbt_qa_max_new_tokens: must be >= 1 (got {self.cbt_qa_max_new_tokens}); answers need 120 or more")
+        if self.cbt_qa_file and not Path(self.cbt_qa_file).is_file():
+            raise ConfigError(f"cbt_qa_file: {self.cbt_qa_file} does not exist; give a JSONL/CSV of id, question, reference or '' for the example")
+        if not isinstance(self.cbt_qa_structure_judge, (str, dict)) or not self.cbt_qa_structure_judge:
+            raise ConfigError(f"cbt_qa_structure_judge: {self.cbt_qa_structure_judge!r} is not 'embedded' or a backend spec")
         if self.ctrs_variant not in ("standard", "tahir"):
             raise ConfigError(f"ctrs_variant: {self.ctrs_variant!r} is not 'standard' or 'tahir'; set one of them")
         # distortions protocol

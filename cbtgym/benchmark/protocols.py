@@ -326,11 +326,24 @@ def checked_records(path: str | Path, rows: Iterable[tuple[int, Any]], required:
         yield n, rid, row
 
 
-def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
-    """(patient, human therapist) pairs from a JSONL or CSV file; errors name the line and the field."""
+def load_text_records(path: str | Path, fields: Sequence[str], what: str) -> list[dict[str, str]]:
+    """Records with required text ``fields`` and an optional unique ``id`` from a JSONL or CSV (with a header) file.
+
+    Args:
+        path: The file (``.csv``: CSV with a header; anything else: JSONL, one object per line).
+        fields: The fields every record needs, non-empty text; they are stripped.
+        what: What the file holds, for the messages ("act-match file", "cbt_qa file").
+
+    Returns:
+        ``{"id", **fields}`` per record; ``id`` defaults to ``line<N>``.
+
+    Raises:
+        FileNotFoundError: When the file does not exist.
+        ValueError: Naming the line and the field of a malformed record, a repeated id, or an empty file.
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"act-match file {path} does not exist (format: see cbtgym.benchmark.protocols)")
+        raise FileNotFoundError(f"{what} {path} does not exist")
     if path.suffix.lower() == ".csv":
         with path.open(newline="", encoding="utf-8") as fh:
             rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
@@ -342,11 +355,15 @@ def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
                     rows.append((n, json.loads(line)))
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-    pairs = [{"id": pid, "patient": row["patient"].strip(), "therapist": row["therapist"].strip()}
-             for _, pid, row in checked_records(path, rows, ("patient", "therapist"), "pair")]
-    if not pairs:
-        raise ValueError(f"{path}: no pairs")
-    return pairs
+    records = [{"id": rid, **{f: row[f].strip() for f in fields}} for _, rid, row in checked_records(path, rows, fields, f"record of a {what}")]
+    if not records:
+        raise ValueError(f"{path}: no records")
+    return records
+
+
+def load_act_pairs(path: str | Path) -> list[dict[str, str]]:
+    """(patient, human therapist) pairs from a JSONL or CSV file (format: the module docstring); errors name the line and the field."""
+    return load_text_records(path, ("patient", "therapist"), "act-match file")
 
 
 def run_act_match(variants: Sequence[Variant], therapists: Mapping[str, Backend], pairs: Sequence[dict[str, str]], out_dir: str | Path,

@@ -30,6 +30,7 @@ EXTRA_PROTOCOLS: dict[str, str] = {
     "transcript_rating": "cbtgym.benchmark.witte.transcript_rating:run",
     "distortions": "cbtgym.benchmark.distortions:run",
     "stigma": "cbtgym.benchmark.stigma:run",
+    "cbt_qa": "cbtgym.benchmark.cbt_qa:run",
 }
 
 
