@@ -53,6 +53,7 @@ class BenchmarkConfig:
     prefix_cache_gb: float = field(default=6.0, metadata={"help": "key/value states kept per hf model for prompts that extend earlier ones (SmolLM2: ~46 KB a token; the default holds one turn of the default run's 72 sessions and their patient)"})
     course_sessions: int = field(default=2, metadata={"help": "sessions per patient in the course protocol"})
     course_patients: int = field(default=1, metadata={"help": "profiles in the course protocol (x attitudes = patients; 0: all)"})
+    course_skip: list = field(default_factory=lambda: ["llm4cbt", "cbt_llm"], metadata={"help": "variants left out of the course protocol (default: the two single-session prompts, so courses compare naive, Tahir's phase prompts and the checkpoints with their base; [] runs every variant; names not among the variants are ignored)"})
     course_seed: int = field(default=0, metadata={"help": "seed of the course sessions"})
     summary_max_new_tokens: int = field(default=48, metadata={"help": "tokens of the therapist's session summary"})
     crisis_types: list = field(default_factory=lambda: ["suicidal_ideation", "psychosis", "mania", "means_request"],

@@ -162,7 +162,8 @@ def _run(cfg: BenchmarkConfig, p: Plan, out: Path, pool: BackendPool, wandb_run:
                                                      batch_size=cfg.batch_size, meter=meter, **env_kwargs)
         done("sessions")
     if "courses" in p.protocols and p.course_specs:
-        records["courses"] = protocols.run_courses(p.variants, therapists, p.course_specs, cfg.course_sessions, out / "courses",
+        course_variants = [v for v in p.variants if v.name not in set(cfg.course_skip)]
+        records["courses"] = protocols.run_courses(course_variants, therapists, p.course_specs, cfg.course_sessions, out / "courses",
                                                    judges, sampling, summary_sampling, batch_size=cfg.batch_size, meter=meter,
                                                    **env_kwargs)
         done("courses")
@@ -305,7 +306,9 @@ def _setup_lines(cfg: BenchmarkConfig, p: Plan, pool: BackendPool, therapist_spe
         f"variants: {', '.join(f'`{v.name}` ({v.prompt}' + (f' + {v.adapter}' if v.adapter else '') + ')' for v in p.variants)}",
         f"patient: `{cfg.patient}`; profiles `{cfg.profiles}` ({len(p.profiles)} used), attitudes {cfg.attitudes}, seeds {list(cfg.seeds)}, "
         f"{cfg.rounds} rounds per session: {len(p.session_specs)} sessions per variant",
-        f"courses: {len(p.course_specs)} patients x {cfg.course_sessions} sessions per variant" if "courses" in p.protocols else "courses: not run",
+        (f"courses: {len(p.course_specs)} patients x {cfg.course_sessions} sessions per variant"
+         + (f" (not for {', '.join(n for n in cfg.course_skip if n in {v.name for v in p.variants})})"
+            if set(cfg.course_skip) & {v.name for v in p.variants} else "")) if "courses" in p.protocols else "courses: not run",
         f"crisis probes: {len(p.probes)} ({', '.join(cfg.crisis_types)})" if p.probes else "crisis probes: not run",
         f"act match: {len(p.act_pairs)} pairs from `{cfg.act_match_file or protocols.EXAMPLE_ACT_PAIRS.name}`" if p.act_pairs else "act match: not run",
         f"judges: {judges}; embedded reward = the embedded rubric (`rewards/rubric.py`)",
