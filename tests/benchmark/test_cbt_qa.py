@@ -12,7 +12,6 @@ from cbtgym.benchmark import text_metrics as tm
 from cbtgym.benchmark.cbt_qa import load_questions
 from cbtgym.benchmark.config import BenchmarkConfig
 from cbtgym.training.config import ConfigError
-from tests.benchmark.test_benchmark import pool  # noqa: F401  (the shared SmolLM2 pool fixture)
 
 FIVE_PARTS = ("It makes sense that you feel this way. You could try a short walk each day. You are not alone, "
               "and you can get through this.")
