@@ -77,7 +77,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     monkeypatch.setenv("WANDB_MODE", "offline")
     saved = run_script(
         "dpo", tmp_path, collect_episodes=1, risk_episodes=1, k=4, rounds=2, max_new_tokens=12, min_margin=0.01,
-        eval_limit=1, eval_attitudes="both", crisis_per_type=1, max_steps=2, per_device_train_batch_size=2,
+        eval_limit=1, eval_attitudes="both", crisis_per_type=1, max_steps=2, warmup_steps=0, per_device_train_batch_size=2,
         gradient_accumulation_steps=1, rollout_batch_size=4, max_length=384, learning_rate=1e-3, report_to="wandb", hub_token="hf_not_logged",
         heldout_patient="rule", heldout_limit=1,
     )
@@ -85,7 +85,7 @@ def test_dpo_script_collects_pairs_trains_and_evaluates(tmp_path, monkeypatch):
     assert "hf_not_logged" not in (tmp_path / "results.json").read_text(), "no token reaches results.json"
     assert_eval_block(saved["eval"], episodes=2)
     train = saved["train"]
-    # two steps, whatever the pair count: LoRA's B starts at 0, so A first moves in the second step
+    # two steps at full rate (no warm-up), whatever the pair count: LoRA's B starts at 0, so A first moves in the second
     assert train["pairs"] >= 1 and train["steps"] == 2
     assert train["trainable_tensors_changed"] == train["trainable_tensors"] > 0, "every LoRA tensor moved"
     assert_adapter(tmp_path / "adapter")

@@ -9,6 +9,7 @@ through torchrun (``--multi_gpu``), which on a machine without a GPU gives CPU p
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -44,13 +45,29 @@ def launch(name: str, out: Path, **flags) -> dict:
     return json.loads((out / "results.json").read_text())
 
 
-def test_dpo_under_two_processes_does_the_work_of_one(tmp_path):
+def same(a, b) -> bool:
+    """Equal records, floats up to rounding (embeddings differ in the last bits with the batch and thread layout)."""
+    if isinstance(a, float) or isinstance(b, float):
+        return isinstance(a, (int, float)) and isinstance(b, (int, float)) and math.isclose(a, b, rel_tol=1e-5, abs_tol=1e-6)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
+    return a == b
+
+
+def records(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_dpo_under_two_processes_does_the_work_of_one(tmp_path, monkeypatch):
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")  # the launched processes' thread count: the same arithmetic
     one = run_script("dpo", tmp_path / "one", **DPO, gradient_accumulation_steps=2, report_to="none")
     two = launch("dpo", tmp_path / "two", **DPO, gradient_accumulation_steps=1, report_to="wandb")
     for name in ("candidates.jsonl", "pairs.jsonl", "eval_before.jsonl", "eval_after.jsonl", "crisis_before.jsonl",
                  "crisis_after.jsonl", "eval_heldout_before.jsonl", "eval_heldout_after.jsonl"):
-        assert (tmp_path / "one" / name).read_text() == (tmp_path / "two" / name).read_text(), name
-    assert one["eval"] == two["eval"]
+        assert same(records(tmp_path / "one" / name), records(tmp_path / "two" / name)), name
+    assert same(one["eval"], two["eval"])
     assert one["train"]["pairs"] == two["train"]["pairs"] and one["train"]["steps"] == two["train"]["steps"]
     assert two["train"]["trainable_tensors_changed"] == two["train"]["trainable_tensors"] > 0
     assert not list((tmp_path / "two").glob("*.part*")), "the processes' parts were merged"
