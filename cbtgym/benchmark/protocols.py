@@ -28,14 +28,13 @@ are required, ``id`` is optional (default: the line number). Example:
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
 
 from ..backends.base import Backend, Sampling
 from ..envs.course import COURSE_OPENING, summary_request
 from ..envs.sessions import OPENING, SessionBatch
-from ..jsonl import JsonlWriter, read_jsonl
+from ..jsonl import JsonlWriter, iter_jsonl_objects, read_jsonl
 from ..patients import CourseMemory
 from ..rollout import Episode, EpisodeSpec, play_batch
 from ..transcript import Transcript
@@ -348,13 +347,7 @@ def load_text_records(path: str | Path, fields: Sequence[str], what: str) -> lis
         with path.open(newline="", encoding="utf-8") as fh:
             rows = [(n, row) for n, row in enumerate(csv.DictReader(fh), 2)]
     else:
-        rows = []
-        for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-            if line.strip():
-                try:
-                    rows.append((n, json.loads(line)))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+        rows = list(iter_jsonl_objects(path))
     records = [{"id": rid, **{f: row[f].strip() for f in fields}} for _, rid, row in checked_records(path, rows, fields, f"record of a {what}")]
     if not records:
         raise ValueError(f"{path}: no records")

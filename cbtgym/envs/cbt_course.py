@@ -8,16 +8,14 @@ import gymnasium as gym
 
 from ..llm import render_prompt
 from ..patients import CourseMemory
-from ..profiles.schema import PatientProfile
-from ..transcript import Transcript
 from .course import COURSE_OPENING, PROMPTS_DIR, course_phase, summary_request
-from .sessions import EpisodeSpec, Session, SessionBatch
+from .sessions import EpisodeSpec, OneSessionView, SessionBatch
 from .text import text_space, to_charset
 
 __all__ = ["CBTCourseEnv"]
 
 
-class CBTCourseEnv(gym.Env[str, str]):
+class CBTCourseEnv(OneSessionView, gym.Env[str, str]):
     """Tahir's multi-session protocol: ``sessions`` CBT sessions with one patient, as one episode.
 
     ## Description
@@ -154,19 +152,3 @@ class CBTCourseEnv(gym.Env[str, str]):
                     dropped_out=self.dropped_out)
         return info
 
-    @property
-    def session(self) -> Session | None:
-        """The current session (None before the first reset)."""
-        return self.batch.sessions[0] if self.batch.sessions else None
-
-    @property
-    def transcript(self) -> Transcript | None:
-        return self.session.transcript if self.session is not None else None
-
-    @property
-    def profile(self) -> PatientProfile | None:
-        return self.session.profile if self.session is not None else None
-
-    @property
-    def patient(self):
-        return self.batch.patient

@@ -9,15 +9,14 @@ import gymnasium as gym
 
 from ..backends.base import Backend, Sampling
 from ..profiles.schema import PatientProfile
-from ..transcript import Transcript
 from .reward import SessionReward
-from .sessions import OPENING, EpisodeSpec, Session, SessionBatch, make_patient, make_reward
+from .sessions import OPENING, EpisodeSpec, OneSessionView, Session, SessionBatch, make_patient, make_reward
 from .text import text_space
 
 __all__ = ["OPENING", "CBTSessionEnv", "make_patient", "make_reward"]
 
 
-class CBTSessionEnv(gym.Env[str, str]):
+class CBTSessionEnv(OneSessionView, gym.Env[str, str]):
     """A single CBT session with a simulated patient.
 
     ## Description
@@ -149,23 +148,6 @@ class CBTSessionEnv(gym.Env[str, str]):
 
     def _observation(self) -> str:
         return self.session.observation(self.max_obs_chars) if self.session is not None else ""
-
-    @property
-    def session(self) -> Session | None:
-        """The current session (None before the first reset)."""
-        return self.batch.sessions[0] if self.batch.sessions else None
-
-    @property
-    def transcript(self) -> Transcript | None:
-        return self.session.transcript if self.session is not None else None
-
-    @property
-    def profile(self) -> PatientProfile | None:
-        return self.session.profile if self.session is not None else None
-
-    @property
-    def patient(self):
-        return self.batch.patient
 
     @property
     def reward_fn(self) -> SessionReward:

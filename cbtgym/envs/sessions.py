@@ -420,3 +420,26 @@ def make_reward(reward_fn: SessionReward | str) -> SessionReward:
     if is_composite(reward_fn):
         return make_composite(reward_fn)
     raise ValueError(f"reward_fn must be a SessionReward callable, 'rubric', 'placeholder' or {FORMS} (got {reward_fn!r})")
+
+
+class OneSessionView:
+    """What an env stepping one session of ``self.batch`` (a :class:`SessionBatch`) shows of it."""
+
+    batch: SessionBatch
+
+    @property
+    def session(self) -> Session | None:
+        """The current session (None before the first reset)."""
+        return self.batch.sessions[0] if self.batch.sessions else None
+
+    @property
+    def transcript(self) -> Transcript | None:
+        return self.session.transcript if self.session is not None else None
+
+    @property
+    def profile(self) -> PatientProfile | None:
+        return self.session.profile if self.session is not None else None
+
+    @property
+    def patient(self):
+        return self.batch.patient

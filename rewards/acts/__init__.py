@@ -11,22 +11,13 @@ Two classifiers with one interface, ``classify(texts, contexts=None) -> list[Act
 builds either from a ``--judge`` value. Importing this package loads no model.
 """
 
+from ..lazy import lazy_attributes
 from .labeling import label_file
 from .labels import ActClassifier, ActLabel
 from .taxonomy import CATEGORIES, act_types, category_of, load_taxonomy
 
 
-def __getattr__(name: str):
-    # The classifiers are imported on first use so that `import rewards.acts` stays cheap.
-    if name == "EmbeddedActClassifier":
-        from .embedded_classifier import EmbeddedActClassifier
-
-        return EmbeddedActClassifier
-    if name == "LLMActClassifier":
-        from .llm_classifier import LLMActClassifier
-
-        return LLMActClassifier
-    raise AttributeError(f"module 'rewards.acts' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"EmbeddedActClassifier": "embedded_classifier", "LLMActClassifier": "llm_classifier"})
 
 
 __all__ = [

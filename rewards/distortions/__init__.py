@@ -9,21 +9,12 @@ Both detectors share ``detect(texts) -> list[DistortionLabels]`` (several labels
 ``rewards.factory.make_judge("distortions", spec)`` builds either. Importing this package loads no model.
 """
 
+from ..lazy import lazy_attributes
 from .labels import DistortionLabels
 from .taxonomy import check_labels, distortion_labels, labels_in, load_taxonomy
 
 
-def __getattr__(name: str):
-    # The detectors are imported on first use so that `import rewards.distortions` stays cheap.
-    if name == "EmbeddedDistortionDetector":
-        from .embedded import EmbeddedDistortionDetector
-
-        return EmbeddedDistortionDetector
-    if name == "LLMDistortionDetector":
-        from .llm_detector import LLMDistortionDetector
-
-        return LLMDistortionDetector
-    raise AttributeError(f"module 'rewards.distortions' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"EmbeddedDistortionDetector": "embedded", "LLMDistortionDetector": "llm_detector"})
 
 
 __all__ = [

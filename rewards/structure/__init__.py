@@ -11,20 +11,11 @@ Two judges with one interface, ``judge(answers, questions=None) -> list[Structur
 model. (Cognitive distortions, the other half of CBT-LLM's analysis, are not judged here.)
 """
 
+from ..lazy import lazy_attributes
 from .parts import PART_TITLES, PARTS, StructureLabel, load_labelled_answers
 
 
-def __getattr__(name: str):
-    # The judges are imported on first use so that `import rewards.structure` stays cheap.
-    if name == "EmbeddedStructureJudge":
-        from .embedded import EmbeddedStructureJudge
-
-        return EmbeddedStructureJudge
-    if name == "LLMStructureJudge":
-        from .llm import LLMStructureJudge
-
-        return LLMStructureJudge
-    raise AttributeError(f"module 'rewards.structure' has no attribute {name!r}")
+__getattr__ = lazy_attributes(__name__, {"EmbeddedStructureJudge": "embedded", "LLMStructureJudge": "llm"})
 
 
 __all__ = ["EmbeddedStructureJudge", "LLMStructureJudge", "PARTS", "PART_TITLES", "StructureLabel", "load_labelled_answers"]

@@ -8,7 +8,6 @@ number present.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -78,15 +77,11 @@ def load_labelled_answers(path: str | Path) -> list[dict[str, Any]]:
     Raises:
         ValueError: Naming the line and the field when an entry is malformed or names an unknown part.
     """
+    from cbtgym.jsonl import iter_jsonl_objects
+
     path = Path(path)
     items, seen = [], set()
-    for n, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+    for n, row in iter_jsonl_objects(path):
         for key in ("id", "answer"):
             if not isinstance(row.get(key), str) or not row[key].strip():
                 raise ValueError(f"{path}:{n}: field '{key}' is missing or empty")
