@@ -112,13 +112,6 @@ class CBTCourseEnv(OneSessionView, gym.Env[str, str]):
             self.stage = "over" if self.dropped_out or self.session_number == self.sessions else "summary"
         return self._observation(), reward, self.stage == "over", False, self._info()
 
-    def render(self) -> str | None:
-        text = self._observation()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
-
     # -- between sessions ------------------------------------------------------------
     def _next_session(self, summary: str) -> None:
         """Take the agent's summary of the session that ended and open the next, with what the patient remembers."""

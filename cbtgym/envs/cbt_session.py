@@ -123,13 +123,6 @@ class CBTSessionEnv(OneSessionView, gym.Env[str, str]):
         result = self.batch.step([action])[0]
         return self._observation(), float(result.reward.value), result.terminated, result.truncated, self.session.info()
 
-    def render(self) -> str | None:
-        text = self._observation()
-        if self.render_mode == "human":
-            print(text)
-            return None
-        return text
-
     # -- copies --------------------------------------------------------------------
     def fork(self, n: int = 1) -> list["CBTSessionEnv"]:
         """``n`` independent copies of this env mid-episode (transcript, patient state, ``np_random``),

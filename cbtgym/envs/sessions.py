@@ -423,9 +423,17 @@ def make_reward(reward_fn: SessionReward | str) -> SessionReward:
 
 
 class OneSessionView:
-    """What an env stepping one session of ``self.batch`` (a :class:`SessionBatch`) shows of it."""
+    """What an env stepping one session of ``self.batch`` (a :class:`SessionBatch`) shows of it; the env gives
+    ``_observation()`` and ``render_mode``."""
 
     batch: SessionBatch
+
+    def render(self) -> str | None:
+        text = self._observation()
+        if self.render_mode == "human":
+            print(text)
+            return None
+        return text
 
     @property
     def session(self) -> Session | None:
