@@ -2,15 +2,48 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Under pytest-xdist (the README's test command runs two workers) each worker gets one core: torch's
+# OpenMP pools of two workers on two cores would otherwise contend, and the train/ scripts the tests
+# start inherit the setting.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    os.environ["MKL_NUM_THREADS"] = "1"
+
+#: Files whose tests run for minutes, started first so that no worker begins one near the end of the run.
+LONG_FIRST = (
+    "tests/training/test_two_processes.py",
+    "tests/training/test_scripts.py",
+    "tests/backends/test_vllm_engine.py",
+    "tests/backends/test_vllm_server.py",
+    "tests/training/test_tracking.py",
+)
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: loads a real model (SmolLM2, MiniLM, vLLM); still runs in CI")
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The files of :data:`LONG_FIRST` first, in that order; the rest as collected (the same on every worker)."""
+    rank = {name: i for i, name in enumerate(LONG_FIRST)}
+
+    def key(indexed: tuple[int, pytest.Item]) -> tuple[int, int]:
+        index, item = indexed
+        path = Path(str(item.path)).resolve().relative_to(REPO_ROOT).as_posix()
+        return rank.get(path, len(rank)), index
+
+    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
 
 
 @pytest.fixture(scope="session")
