@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-# Under pytest-xdist (the README's test command runs two workers) each worker gets one core: torch's
+# Under pytest-xdist (`-n 2`) each worker gets one core: torch's
 # OpenMP pools of two workers on two cores would otherwise contend, and the train/ scripts the tests
 # start inherit the setting.
 if os.environ.get("PYTEST_XDIST_WORKER"):
@@ -36,14 +36,8 @@ def pytest_configure(config: pytest.Config) -> None:
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """The files of :data:`LONG_FIRST` first, in that order; the rest as collected (the same on every worker)."""
-    rank = {name: i for i, name in enumerate(LONG_FIRST)}
-
-    def key(indexed: tuple[int, pytest.Item]) -> tuple[int, int]:
-        index, item = indexed
-        path = Path(str(item.path)).resolve().relative_to(REPO_ROOT).as_posix()
-        return rank.get(path, len(rank)), index
-
-    items[:] = [item for _, item in sorted(enumerate(items), key=key)]
+    rank = {REPO_ROOT / name: i for i, name in enumerate(LONG_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(item.path).resolve(), len(rank)))  # a stable sort keeps the rest's order
 
 
 @pytest.fixture(scope="session")
