@@ -28,6 +28,9 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slow: loads a real model (SmolLM2, MiniLM, vLLM); still runs in CI")
+    if hasattr(config.option, "loadscopereorder"):
+        # xdist's loadfile hands out files by test count unless told not to, which would undo LONG_FIRST
+        config.option.loadscopereorder = False
     if os.environ.get("PYTEST_XDIST_WORKER"):
         import torch
 

@@ -45,7 +45,7 @@ class BenchmarkConfig:
     patient_temperature: float = field(default=0.7, metadata={"help": "LLM-patient sampling temperature"})
     patient_ratings: str = field(default="end", metadata={"help": "when the LLM patient rates its satisfaction 0-100: 'end' (after the session's last reply; the report uses the last rating) or 'turn' (after each reply)"})
     patient_disclosure: str = field(default="gated", metadata={"help": "what the LLM patient may tell: 'gated' (each profile layer arrives as the therapist's questions reach it; small models such as SmolLM2) or 'free' (the whole profile up front; capable models, the Llama 3.1 configs)"})
-    max_new_tokens: int = field(default=40, metadata={"help": "tokens per therapist turn"})
+    max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist turn (32: what the checkpoints of train/ were trained and evaluated with)"})
     temperature: float = field(default=0.0, metadata={"help": "therapist temperature (0: greedy)"})
     top_p: float = field(default=1.0, metadata={"help": "therapist top_p when sampling"})
     batch_size: int = field(default=96, metadata={"help": "sessions stepped together across variants sharing a model (one backend call per step)"})

@@ -431,10 +431,12 @@ class EmbeddedReplyChecker(ReplyChecker):
         on = self.use_model if self.use_model is not None else bool(getattr(self.detector, "use_embeddings", False))
         if not on:
             return None
-        embed = getattr(self.detector, "_embed", None)
-        if embed is None:
-            from cbtgym.embeddings import embed
-        return PairedReplyModel(embed, self.training_path)
+        # The detector's own embedder, unwrapped: PairedReplyModel keeps the training texts' vectors on disk only for
+        # cbtgym's embed itself (a wrapper would embed ~1,400 texts again in every process).
+        embed_fn = getattr(self.detector, "_embed_fn", None)
+        if embed_fn is None:
+            from cbtgym.embeddings import embed as embed_fn
+        return PairedReplyModel(embed_fn, self.training_path)
 
     def _applies(self, label: str, crisis: CrisisFinding) -> bool | None:
         """Whether ``label`` is checked for this crisis finding; ``None`` when the finding is unknown."""

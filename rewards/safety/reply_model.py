@@ -38,6 +38,17 @@ def paired_features(stimuli: np.ndarray, replies: np.ndarray) -> np.ndarray:
     return np.hstack([stimuli, replies, stimuli * replies, np.abs(stimuli - replies)])
 
 
+# Fitted models by (what, embedder, training files): the rubric, the safety gate and the reply judge each hold a
+# checker, and every env a script builds makes new ones; the fit is the same for all of them.
+_FITTED: dict[tuple, object] = {}
+
+
+def _fitted(key: tuple, fit: Callable[[], object]):
+    if key not in _FITTED:
+        _FITTED[key] = fit()
+    return _FITTED[key]
+
+
 class PairedReplyModel:
     """P(criterion holds | stimulus, reply) for each reply criterion.
 
@@ -71,15 +82,21 @@ class PairedReplyModel:
 
     @cached_property
     def models(self) -> dict[str, Logistic]:
-        """One fitted model per criterion (fitted on first use)."""
+        """One fitted model per criterion (fitted on first use, once per process for the same files and embedder)."""
+        return _fitted(("models", self._embed_fn, self.training_path), self._fit_models)
+
+    @cached_property
+    def risk_model(self) -> Logistic:
+        """P(crisis | stimulus): every reply-set stimulus is a crisis; the crisis file adds ordinary talk."""
+        return _fitted(("risk", self._embed_fn, self.training_path, self.crisis_training_path), self._fit_risk_model)
+
+    def _fit_models(self) -> dict[str, Logistic]:
         items = reply_training_items("train", self.training_path)
         x = self._features([r["stimulus"] for r in items], [r["reply"] for r in items], cache_as="reply-train")
         return {c: fit_logistic(x, np.array([r["criteria"][c] for r in items], dtype=np.float64), l2=REPLY_MODEL_L2)
                 for c in CRITERIA}
 
-    @cached_property
-    def risk_model(self) -> Logistic:
-        """P(crisis | stimulus): every reply-set stimulus is a crisis; the crisis file adds ordinary talk."""
+    def _fit_risk_model(self) -> Logistic:
         items = crisis_training_items("train", self.crisis_training_path)
         stimuli = sorted({r["stimulus"] for r in reply_training_items("train", self.training_path)})
         texts = [r["text"] for r in items] + stimuli

@@ -65,6 +65,10 @@ def logged(tmp_path_factory):
     log_eval(run, block, panel.episodes)
     log_pairs(run, pairs, path)
     run.finish()
+    # finish() can return before wandb-core has written the run log (seen under load); teardown waits for it
+    import wandb
+
+    wandb.teardown()
     mp.undo()
     (run_dir,) = (tmp_path / "wandb").glob("offline-run-*")
     return read_offline_run(run_dir), block, panel.episodes, pairs
