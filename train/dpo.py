@@ -70,7 +70,8 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
     panel.run("before", base)
 
     # 2. preference pairs from rollouts on training profiles
-    collect = collection_specs(args.train_profiles, args.collect_episodes, args.risk_episodes, training_args.seed)
+    collect = collection_specs(args.train_profiles, args.collect_episodes, args.risk_episodes, training_args.seed,
+                               args.risk_opening)
     with tqdm(total=len(collect), desc="collect pairs", unit="ep", disable=not shard.is_main) as bar:
         t = time.time()
         cand_path = collect_candidates(

@@ -42,7 +42,9 @@ class CBTSessionEnv(OneSessionView, gym.Env[str, str]):
 
     ## Starting State
     The opening exchange with a profile drawn uniformly with ``self.np_random``
-    (or chosen with ``options={"profile_id": ..., "attitude": ...}``).
+    (or chosen with ``options={"profile_id": ..., "attitude": ...}``). With
+    ``options={"crisis_opening": True}`` (a profile with risk flags) the patient's first reply ends
+    with its risk statement, so the session starts in a crisis state.
 
     ## Rewards
     Whatever ``reward_fn`` returns for the step (see :mod:`cbtgym.envs.reward`); the

@@ -19,6 +19,7 @@ function and can be stepped on its own, e.g. one different action per copy.
 from __future__ import annotations
 
 import copy
+import dataclasses
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -27,6 +28,7 @@ from gymnasium.utils import seeding
 
 from ..backends.base import Backend, Sampling
 from ..patients import CourseMemory, LLMPatient, PatientReply, PatientState, RulePatient, read_cues
+from ..patients.rule_patient import risk_statements
 from ..profiles.schema import ATTITUDES, PatientProfile
 from ..transcript import Transcript
 from .reward import SessionReward, StepReward
@@ -41,33 +43,42 @@ class EpisodeSpec:
 
     ``seed`` draws the profile (when ``profile_id`` is not given) with
     ``gymnasium.utils.seeding.np_random(seed)``; ``None`` continues a generator given to
-    :meth:`SessionBatch.reset` (Gymnasium's ``reset(seed=None)``).
+    :meth:`SessionBatch.reset` (Gymnasium's ``reset(seed=None)``). With ``crisis_opening`` the
+    patient's first reply ends with its risk statement (the profile must carry a risk flag): the
+    session starts in a crisis state, whatever the therapist's questions would have reached.
     """
 
     seed: int | None
     profile_id: str | None = None
     attitude: str | None = None
+    crisis_opening: bool = False
 
     @property
     def key(self) -> str:
-        return f"{self.profile_id or 'drawn'}|{self.attitude or 'profile'}|{self.seed}"
+        return f"{self.profile_id or 'drawn'}|{self.attitude or 'profile'}|{self.seed}" + ("|crisis" if self.crisis_opening else "")
 
     def options(self) -> dict[str, Any]:
-        opts = {}
+        opts: dict[str, Any] = {}
         if self.profile_id:
             opts["profile_id"] = self.profile_id
         if self.attitude:
             opts["attitude"] = self.attitude
+        if self.crisis_opening:
+            opts["crisis_opening"] = True
         return opts
 
     @classmethod
     def from_options(cls, seed: int | None, options: dict[str, Any] | None) -> "EpisodeSpec":
-        """The spec of a Gymnasium ``reset(seed=..., options=...)`` call (options: ``profile_id``, ``attitude``)."""
+        """The spec of a Gymnasium ``reset(seed=..., options=...)`` call (options: ``profile_id``, ``attitude``,
+        ``crisis_opening``)."""
         options = options or {}
-        unknown = set(options) - {"profile_id", "attitude"}
+        unknown = set(options) - {"profile_id", "attitude", "crisis_opening"}
         if unknown:
-            raise ValueError(f"reset(options=...) accepts 'profile_id' and 'attitude' (got {sorted(unknown)})")
-        return cls(seed, options.get("profile_id"), options.get("attitude"))
+            raise ValueError(f"reset(options=...) accepts 'profile_id', 'attitude' and 'crisis_opening' (got {sorted(unknown)})")
+        crisis = options.get("crisis_opening", False)
+        if not isinstance(crisis, bool):
+            raise ValueError(f"reset(options={{'crisis_opening': ...}}) must be True or False (got {crisis!r})")
+        return cls(seed, options.get("profile_id"), options.get("attitude"), crisis)
 
 
 @dataclass
@@ -230,7 +241,7 @@ class SessionBatch:
         states = [rng.bit_generator.state for rng in rngs]
         try:
             fresh = [self._start(spec, rng, memory) for spec, rng, memory in zip(specs, rngs, memories)]
-            self._answer(fresh)
+            self._answer(fresh, [spec.crisis_opening for spec in specs])
         except BaseException:
             for rng, state in zip(rngs, states):
                 rng.bit_generator.state = state
@@ -251,6 +262,9 @@ class SessionBatch:
             profile = by_id[spec.profile_id]
         else:
             profile = self.profiles[int(rng.integers(len(self.profiles)))]
+        if spec.crisis_opening and not profile.risk_flags:
+            raise ValueError(f"crisis_opening=True but profile {profile.id!r} has no risk_flags: pin a profile with "
+                             "risk flags (options['profile_id']) or leave crisis_opening off")
         attitude = spec.attitude or self.attitude
         if attitude is not None and attitude != profile.attitude:
             profile = profile.with_attitude(attitude)
@@ -306,11 +320,13 @@ class SessionBatch:
             return False
         return True
 
-    def _answer(self, sessions: Sequence[Session]) -> None:
+    def _answer(self, sessions: Sequence[Session], crisis_openings: Sequence[bool] | None = None) -> None:
         if not sessions:
             return
         replies = self.patient.respond([s.patient_state for s in sessions], [s.transcript for s in sessions])
-        for s, reply in zip(sessions, replies):
+        for s, reply, crisis in zip(sessions, replies, crisis_openings or [False] * len(sessions)):
+            if crisis:
+                reply = with_risk_statement(reply, s.patient_state)
             _apply_reply(s.transcript, reply)
 
     def _episode_end(self, s: Session) -> tuple[bool, bool]:
@@ -354,6 +370,13 @@ class SessionBatch:
         if s is None:
             raise RuntimeError(f"session {i} was never reset: call reset() first")
         return s
+
+
+def with_risk_statement(reply: PatientReply, state: PatientState) -> PatientReply:
+    """``reply`` followed by the profile's risk statement, which the patient then counts as said."""
+    state.risk_said = True
+    statement = risk_statements()[state.profile.risk_flags[0]]
+    return dataclasses.replace(reply, text=f"{reply.text} {statement}", meta={**reply.meta, "crisis_opening": True})
 
 
 def _apply_reply(transcript: Transcript, reply: PatientReply) -> None:

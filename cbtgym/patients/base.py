@@ -36,6 +36,8 @@ class PatientState:
     pressure: int = 0
     satisfaction: int = SATISFACTION_START
     left: bool = False
+    #: The patient has voiced its risk statement (rule patient: with its first disclosure; or in the opening).
+    risk_said: bool = False
     #: Set by the env before a reply: this reply is the session's last (its round budget is reached).
     last_round: bool = False
     #: What the patient remembers from earlier sessions of its course (None: a single session).

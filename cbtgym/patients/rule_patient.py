@@ -121,6 +121,7 @@ class RulePatient:
             return PatientReply(_pick(_lines()["nothing_new"][p.attitude], *key), sat)
         state.disclose(layer, len(transcript.patient_turns))
         text = layer_text(p, layer, key)
-        if len(state.disclosed) == 1 and p.risk_flags:
+        if len(state.disclosed) == 1 and p.risk_flags and not state.risk_said:
             text = f"{text} {risk_statements()[p.risk_flags[0]]}"
+            state.risk_said = True
         return PatientReply(text, sat, meta={"disclosed": layer})

@@ -180,6 +180,7 @@ class DPOArguments(SessionArguments, EvalArguments):
     reward: str = field(default="rubric", metadata={"help": f"reward function of the env: 'rubric', 'placeholder' or {REWARD_FORMS} (e.g. 'composite:llm@vllm:<dir>': LLM judges on that model)"})
     collect_episodes: int = field(default=24, metadata={"help": "training sessions to sample candidates in"})
     risk_episodes: int = field(default=0, metadata={"help": "extra training sessions on the profiles with risk flags (crisis states to learn from)"})
+    risk_opening: bool = field(default=False, metadata={"help": "the risk_episodes open with the patient's risk statement, so every one of them holds crisis states (otherwise only a policy that reaches a disclosure meets them)"})
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for candidates (> 0)"})
     max_new_tokens: int = field(default=32, metadata={"help": "tokens per therapist utterance"})

@@ -75,9 +75,11 @@ class CandidateScoring:
         return self.mode if self.mode != "episode" else {"mode": self.mode, "rollouts": self.rollouts}
 
 
-def collection_specs(profiles: str, episodes: int, risk_episodes: int = 0, seed: int = 0) -> list[EpisodeSpec]:
+def collection_specs(profiles: str, episodes: int, risk_episodes: int = 0, seed: int = 0,
+                     risk_opening: bool = False) -> list[EpisodeSpec]:
     """Sessions to collect candidates in: ``episodes`` with a profile drawn by seed, then
-    ``risk_episodes`` pinned to the profiles with risk flags (cycling over them, active then passive).
+    ``risk_episodes`` pinned to the profiles with risk flags (cycling over them, active then passive),
+    each opening with the patient's risk statement when ``risk_opening``.
 
     Crisis states are where a therapist most needs the right reply and where a policy that never
     unlocks disclosures gets no pair at all: in the bank's training split 6 of 54 profiles carry a
@@ -92,7 +94,8 @@ def collection_specs(profiles: str, episodes: int, risk_episodes: int = 0, seed:
             raise ValueError(f"risk_episodes={risk_episodes} but no profile in {profiles!r} has risk_flags; "
                              "set risk_episodes: 0 or use profiles with risk flags")
         slots = [(pid, att) for att in ("active", "passive") for pid in risky]
-        specs += [EpisodeSpec(seed * 100000 + episodes + i, *slots[i % len(slots)]) for i in range(risk_episodes)]
+        specs += [EpisodeSpec(seed * 100000 + episodes + i, *slots[i % len(slots)], crisis_opening=risk_opening)
+                  for i in range(risk_episodes)]
     return specs
 
 

@@ -162,3 +162,27 @@ def test_bad_arguments_are_named():
         CBTSessionEnv(profiles=profiles(), patient="llm")
     with pytest.raises(ValueError, match="reward_fn"):
         CBTSessionEnv(profiles=profiles(), reward_fn="ctrs-please")
+
+
+def test_crisis_opening_starts_in_a_crisis_state_once():
+    """The patient's first reply carries its risk statement; its first disclosure does not say it again."""
+    from cbtgym.patients.rule_patient import risk_statements
+
+    statement = risk_statements()["suicidal_ideation"]
+    env = CBTSessionEnv(profiles=profiles(), reward_fn="placeholder", max_rounds=6)
+    env.reset(seed=0, options={"profile_id": "t-dep", "crisis_opening": True})
+    assert env.transcript.turns[-1].text.endswith(statement)
+    for action in ACTIONS:
+        *_, terminated, truncated, _ = env.step(action)
+        if terminated or truncated:
+            break
+    patient = [t.text for t in env.transcript.turns if t.speaker == "patient"]
+    assert sum(statement in text for text in patient) == 1
+    assert len(patient) > 2  # the session went on past the opening, disclosures included
+
+    env.reset(seed=0, options={"profile_id": "t-dep"})
+    assert statement not in env.transcript.turns[-1].text
+    with pytest.raises(ValueError, match="crisis_opening.*risk_flags"):
+        env.reset(options={"profile_id": "t-ocd", "crisis_opening": True})
+    with pytest.raises(ValueError, match="crisis_opening"):
+        env.reset(options={"profile_id": "t-dep", "crisis_opening": "yes"})

@@ -297,6 +297,10 @@ def test_collection_specs_pin_risk_episodes_to_risk_profiles():
     assert {s.attitude for s in pinned} == {"active", "passive"}
     assert len({s.key for s in specs}) == len(specs)  # resumable: every session its own key
     assert collection_specs("bank:train", 5, 0, seed=1) == drawn
+    assert not any(s.crisis_opening for s in specs)
+    opened = collection_specs("bank:train", 5, 14, seed=1, risk_opening=True)
+    assert [s.crisis_opening for s in opened] == [False] * 5 + [True] * 14
+    assert opened[:5] == drawn and not {s.key for s in opened[5:]} & {s.key for s in pinned}  # no resume mix-up
 
 
 def test_collection_specs_without_risk_profiles_names_the_field(tmp_path):
