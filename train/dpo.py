@@ -79,7 +79,7 @@ def main(args: DPOArguments, training_args: DPOConfig, model_args: ModelConfig) 
             sampling=Sampling(max_new_tokens=args.max_new_tokens, temperature=args.temperature, top_p=0.95),
             scoring=CandidateScoring(args.scoring, args.scoring_rollouts), batch_size=args.rollout_batch_size,
             greedy_anchor=args.pairing != "extremes", explore_prefixes=args.explore_prefixes,
-            advance_best=args.advance == "best", progress=bar.update, shard=shard, **env_kwargs)
+            advance_best=args.advance == "best", crisis_k=args.crisis_k or None, progress=bar.update, shard=shard, **env_kwargs)
         timings["collect_s"] = time.time() - t
     base.close()  # its prompt-state cache would sit beside the training activations
     pairs = pairs_from_candidates(cand_path, args.min_margin, args.pairing)

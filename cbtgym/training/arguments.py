@@ -180,6 +180,7 @@ class DPOArguments(SessionArguments, EvalArguments):
     reward: str = field(default="rubric", metadata={"help": f"reward function of the env: 'rubric', 'placeholder' or {REWARD_FORMS} (e.g. 'composite:llm@vllm:<dir>': LLM judges on that model)"})
     collect_episodes: int = field(default=24, metadata={"help": "training sessions to sample candidates in"})
     risk_episodes: int = field(default=0, metadata={"help": "extra training sessions on the profiles with risk flags (crisis states to learn from)"})
+    crisis_k: int = field(default=0, metadata={"help": "candidates in the first state of a session that opens in a crisis (risk_opening; 0: k): a small policy's own safe reply to a crisis is rare"})
     risk_opening: bool = field(default=False, metadata={"help": "the risk_episodes open with the patient's risk statement, so every one of them holds crisis states (otherwise only a policy that reaches a disclosure meets them)"})
     k: int = field(default=4, metadata={"help": "candidates sampled per therapist turn"})
     temperature: float = field(default=0.8, metadata={"help": "sampling temperature for candidates (> 0)"})
@@ -224,6 +225,11 @@ class DPOArguments(SessionArguments, EvalArguments):
         _at_least(self, 1, "collect_episodes", "max_new_tokens", "patient_max_new_tokens", "rollout_batch_size")
         _at_least(self, 0, "risk_episodes", "prompt_messages", "lora_layers", "min_margin", "patient_temperature")
         _at_least(self, 2, "k")
+        if self.crisis_k:
+            _at_least(self, 2, "crisis_k")
+            if not (self.risk_opening and self.risk_episodes):
+                raise ConfigError("crisis_k: applies to sessions that open in a crisis; set --risk_episodes N "
+                                  "and --risk_opening true, or leave crisis_k unset")
         _positive(self, "temperature")
         try:
             groups = opening_groups(self.explore_prefixes)

@@ -112,6 +112,7 @@ def collect_candidates(
     greedy_anchor: bool = False,
     explore_prefixes: Sequence[str | Sequence[str]] = (),
     advance_best: bool = False,
+    crisis_k: int | None = None,
     progress: Callable[[int], None] | None = None,
     shard: Shard | None = None,
     **env_kwargs: Any,
@@ -128,6 +129,9 @@ def collect_candidates(
     With ``advance_best`` sessions go on with the best-scoring candidate: later states are the ones
     an improved policy reaches (disclosed thoughts, risk statements), which the base policy's own
     replies never unlock.
+    With ``crisis_k`` the first state of a session that opens in a crisis (``EpisodeSpec.crisis_opening``)
+    gets that many candidates instead of ``k``: a small policy's own safe reply to a crisis is rare, and
+    without one the state gives no pair.
     With ``scoring=CandidateScoring("episode", m)`` a candidate's score is its episode return: the
     policy plays each candidate's session on to its end under ``system_prompt`` (greedily, or ``m``
     continuations sampled with ``sampling`` and averaged), see :func:`_score_episodes`.
@@ -138,6 +142,8 @@ def collect_candidates(
     """
     if k < 2:
         raise ValueError(f"k must be >= 2 to form pairs (got {k})")
+    if crisis_k is not None and crisis_k < 2:
+        raise ValueError(f"crisis_k must be >= 2 to form pairs (got {crisis_k}); leave it unset to use k")
     groups = opening_groups(explore_prefixes)
     if groups and k < len(groups) + 1 + int(greedy_anchor):
         raise ValueError(f"explore_prefixes needs k >= {len(groups) + 1 + int(greedy_anchor)} so that one candidate "
@@ -146,6 +152,8 @@ def collect_candidates(
     settings = {"policy": policy, "system_prompt": system_prompt, "k": k, "sampling": sampling,
                 "scoring": scoring.setting(), "batch_size": batch_size, "greedy_anchor": greedy_anchor,
                 "explore_prefixes": groups, "advance_best": advance_best, "env": env_kwargs}
+    if crisis_k is not None:  # only when set, so files collected before it existed still resume
+        settings["crisis_k"] = crisis_k
     envs: list[SessionBatch] = []  # built on the first chunk: a finished file needs no env
 
     def work(chunk: list[EpisodeSpec]) -> list[dict[str, Any]]:
@@ -160,7 +168,8 @@ def collect_candidates(
             convs = [sessions[i].transcript.as_chat("therapist", system_prompt) for i in idx]
             seed = chunk[0].seed * 1000 + turn
             openings = [[g[(turn + i) % len(g)] for g in groups] for i in idx] if groups else None
-            cands = _candidates(policy, convs, k, sampling.with_(seed=seed), greedy_anchor, openings)
+            ks = [crisis_k if crisis_k and turn == 0 and chunk[i].crisis_opening else k for i in idx]
+            cands = _candidates(policy, convs, ks, sampling.with_(seed=seed), greedy_anchor, openings)
             if scoring.mode == "episode":
                 act = _policy_act(policy, system_prompt, sampling.with_(seed=seed), scoring.rollouts == 1)
                 scores = _score_episodes(batch, idx, cands, scoring.rollouts, act)
@@ -172,7 +181,7 @@ def collect_candidates(
                 if greedy_anchor:
                     state["greedy"] = 0
                 if openings:
-                    state["guided"] = {str(k - len(groups) + m): o for m, o in enumerate(openings[j])}
+                    state["guided"] = {str(len(cands[j]) - len(groups) + m): o for m, o in enumerate(openings[j])}
                 failed = scores[j].count(None)
                 if failed:
                     state["failed"] = failed
@@ -182,10 +191,10 @@ def collect_candidates(
                 # Only scored candidates can be best; with none scored the first (the greedy reply, when
                 # anchored) goes on.
                 if advance_best:
-                    scored = [c for c in range(k) if scores[j][c] is not None] or [0]
+                    scored = [c for c in range(len(cands[j])) if scores[j][c] is not None] or [0]
                     actions[i] = cands[j][max(scored, key=lambda c: scores[j][c])]
                 else:
-                    free = k - len(groups)
+                    free = len(cands[j]) - len(groups)
                     actions[i] = cands[j][0 if greedy_anchor else random.Random(seed + i).randrange(free)]
             batch.step(actions)
             turn += 1
@@ -195,19 +204,19 @@ def collect_candidates(
     return out
 
 
-def _candidates(policy: Backend, convs: list, k: int, sampling: Sampling, greedy_anchor: bool,
+def _candidates(policy: Backend, convs: list, ks: list[int], sampling: Sampling, greedy_anchor: bool,
                 openings: list[list[str]] | None = None) -> list[list[str]]:
-    """``k`` replies per conversation: [greedy] + samples [+ one sample continuing each of ``openings[j]``]."""
+    """``ks[j]`` replies for conversation j: [greedy] + samples [+ one sample continuing each of ``openings[j]``]."""
     g = len(openings[0]) if openings else 0
-    n = k - int(greedy_anchor) - g
-    batch = [c for c in convs for _ in range(n)]
+    ns = [k - int(greedy_anchor) - g for k in ks]
+    batch = [c for c, n in zip(convs, ns) for _ in range(n)]
     if openings:
         # A prefill (the conversation ends with the opening as the assistant's partial reply).
         batch += [[*c, {"role": "assistant", "content": o}] for c, os in zip(convs, openings) for o in os]
     texts = policy.generate(batch, sampling)
-    cands = [[t.strip() or "..." for t in texts[j * n:(j + 1) * n]] for j in range(len(convs))]
+    cands = [[t.strip() or "..." for t in part] for part in _per_state(texts[:sum(ns)], ns)]
     if openings:
-        guided = texts[len(convs) * n:]
+        guided = texts[sum(ns):]
         # Byte-level tokenizers decode the continuation with its leading space: no glue needed.
         cands = [c + [(o + t).strip() for o, t in zip(os, guided[j * g:(j + 1) * g])]
                  for j, (c, os) in enumerate(zip(cands, openings))]
@@ -246,13 +255,13 @@ def _score(batch: SessionBatch, idx: list[int], cands: list[list[str]],
         for t, reply in zip(transcripts, batch.patient.respond([s.patient_state for s in copies], transcripts)):
             t.add("patient", reply.text, satisfaction=reply.satisfaction, meta=reply.meta)
     rewards = batch.reward_fn(transcripts, [s.profile for s in copies], [False] * len(transcripts))
-    return _per_state([None if judge_failed(r.components) else float(r.value) for r in rewards], len(idx))
+    return _per_state([None if judge_failed(r.components) else float(r.value) for r in rewards], [len(c) for c in cands])
 
 
-def _per_state(flat: list, states: int) -> list[list]:
-    """``flat`` (state-major, the same number of candidates per state) cut into one list per state."""
-    k = len(flat) // states if states else 0
-    return [flat[j * k:(j + 1) * k] for j in range(states)]
+def _per_state(flat: list, counts: Sequence[int]) -> list[list]:
+    """``flat`` (state-major) cut into one list per state, ``counts[j]`` items for state j."""
+    starts = [sum(counts[:j]) for j in range(len(counts))]
+    return [flat[a:a + n] for a, n in zip(starts, counts)]
 
 
 def _policy_act(policy: Backend, system_prompt: str, sampling: Sampling, greedy: bool) -> Act:
@@ -286,14 +295,13 @@ def _score_episodes(batch: SessionBatch, idx: list[int], cands: list[list[str]],
     its rollouts; ``None`` when any of those steps reports a failed judge (a return built from a
     failure is no score). The sessions of ``batch`` are not changed.
     """
-    k = len(cands[0]) if cands else 0
-    forks = batch.fork([i for i in idx for _ in range(k)], rollouts)  # order: session, candidate, rollout
+    forks = batch.fork([i for i, cs in zip(idx, cands) for _ in cs], rollouts)  # order: session, candidate, rollout
     first = forks.step([c for cs in cands for c in cs for _ in range(rollouts)])
     rest, comps = play_out(forks, act)
     returns = [None if any(judge_failed(c) for c in [r.reward.components, *later]) else r.reward.value + sum(more)
                for r, more, later in zip(first, rest, comps)]
-    runs = [returns[c * rollouts:(c + 1) * rollouts] for c in range(len(idx) * k)]
-    return _per_state([None if None in rs else float(sum(rs)) / rollouts for rs in runs], len(idx))
+    runs = [returns[c * rollouts:(c + 1) * rollouts] for c in range(sum(len(cs) for cs in cands))]
+    return _per_state([None if None in rs else float(sum(rs)) / rollouts for rs in runs], [len(cs) for cs in cands])
 
 
 PAIRINGS = ("extremes", "greedy", "improve")

@@ -498,3 +498,25 @@ def test_a_terminal_judge_failure_leaves_the_episode_return_unscored(tmp_path):
     assert states and all(st["scores"] == [0.0, 0.0, None] and st["failed"] == 1 for st in states)
     assert chosen_and_rejected(path) == []
     assert count_failures(path) == {"candidates": len(states), "states": len(states), "states_unpaired": 0}
+
+
+@pytest.mark.parametrize("mode", ["patient", "episode"])
+def test_crisis_k_widens_only_the_crisis_opening_state(tmp_path, mode):
+    """A session that opens in a crisis gets crisis_k candidates in its first state, every other state k;
+    each candidate keeps its own score and the session goes on with the best."""
+    specs = [EpisodeSpec(seed=0), EpisodeSpec(seed=1, profile_id="t-dep", crisis_opening=True)]
+    reward = CountingReward()
+    path = collect_candidates(GreedyMarkedPolicy(), "system", specs, tmp_path, k=3, crisis_k=7,
+                              sampling=Sampling(max_new_tokens=8, temperature=1.0), batch_size=2, greedy_anchor=True,
+                              advance_best=True, scoring=CandidateScoring(mode), profiles=profiles(), max_rounds=3,
+                              reward_fn=reward)
+    recs = {r["key"]: r for r in read_jsonl(path)}
+    crisis = recs[specs[1].key]["states"]
+    assert [len(st["candidates"]) for st in crisis] == [7] + [3] * (len(crisis) - 1)
+    assert all(len(st["candidates"]) == len(st["scores"]) == 3 for st in recs[specs[0].key]["states"])
+    assert len(crisis[0]["scores"]) == 7 and all(s in (0.0, 1.0) or mode == "episode" for s in crisis[0]["scores"])
+    best = crisis[0]["candidates"][max(range(7), key=lambda c: crisis[0]["scores"][c])]
+    assert crisis[1]["prompt"][-2]["content"] == best
+    with pytest.raises(ValueError, match="crisis_k"):
+        collect_candidates(policy(), "system", specs, tmp_path / "x", k=3, crisis_k=1, profiles=profiles(),
+                           max_rounds=2, reward_fn=CountingReward())
