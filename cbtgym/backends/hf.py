@@ -19,6 +19,10 @@ from .prefix_cache import PrefixCache
 #: 16 sessions of ~700 tokens with room to spare; each GB here is a GB of peak RSS in the DPO default).
 DEFAULT_PREFIX_CACHE_GB = 2.0
 
+#: Decoding loops HFBackend can run (``engine=``): cbtgym's own (:mod:`~cbtgym.backends.kv_decoding`), transformers'
+#: ``generate()`` with its own cache, and transformers' continuous batching (``generate_batch``, paged attention).
+ENGINES = ("kv", "generate", "continuous")
+
 
 def default_device() -> str:
     """``"cuda"`` when a GPU is visible, else ``"cpu"``."""
@@ -61,6 +65,10 @@ class HFBackend(Backend):
             (the next turn of a session) reads only its new tokens (:mod:`~cbtgym.backends.prefix_cache`).
             Default: 4 GB for a model loaded here; off (0) for a model handed in, whose weights its
             owner (a trainer) may change between calls: pass a size only when they stay fixed.
+        engine: The decoding loop, one of :data:`ENGINES`: ``"kv"`` (default where it applies: prompts read
+            alone from the prefix cache, in-place cache buffers), ``"generate"`` (transformers'
+            ``model.generate`` on left-padded chunks) or ``"continuous"`` (transformers' continuous
+            batching). ``bench/rollout_throughput.py`` measures them against each other.
 
     Attributes:
         model: The (possibly peft-wrapped) model generating the text.
@@ -79,10 +87,14 @@ class HFBackend(Backend):
         batch_size: int = 16,
         adapter: str | Path | None = None,
         prefix_cache_gb: float | None = None,
+        engine: str | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1:
             raise ValueError(f"HFBackend(batch_size=...) must be >= 1 (got {batch_size})")
+        if engine is not None and engine not in ENGINES:
+            raise ValueError(f"HFBackend(engine={engine!r}) is not an engine; use one of {', '.join(ENGINES)}")
+        self._engine_choice = engine
         from transformers import AutoModelForCausalLM, AutoTokenizer
 
         self.batch_size = batch_size
@@ -124,10 +136,15 @@ class HFBackend(Backend):
         self.name = self._make_name()
 
     def _set_decoder(self) -> None:
-        """The decoding loop for the current model (None: ``model.generate``), with a cache emptied of old weights' states."""
+        """The decoding loop for the current model, with a cache emptied of old weights' states."""
         if self.prefix_cache is not None:
             self.prefix_cache.clear()
-        self._decoder = KVDecoder(self.model, self.prefix_cache) if kv_decoding_applies(self.model) else None
+        fits = kv_decoding_applies(self.model)
+        if self._engine_choice == "kv" and not fits:
+            raise BackendError(f"HFBackend(engine='kv') does not handle {type(self.model).__name__}'s cache "
+                               "(sliding-window or linear-attention layers); use engine='generate'")
+        self.engine = self._engine_choice or ("kv" if fits else "generate")
+        self._decoder = KVDecoder(self.model, self.prefix_cache) if self.engine == "kv" else None
 
     def _make_name(self) -> str:
         return f"hf:{self.source}" + (f"+lora:{self.adapter}" if self.adapter else "")
@@ -212,6 +229,8 @@ class HFBackend(Backend):
     def _generate_rows(self, chunk: list[str], copies: list[int], sampling: Sampling, config: Any) -> list[list[int]]:
         """Token ids generated for each prompt of ``chunk`` repeated ``copies[j]`` times (rows in that order)."""
         # The template already holds the special tokens.
+        if self.engine == "continuous":
+            return self._generate_continuous(chunk, copies, config, sampling)
         if self._decoder is None:
             # Left padding keeps every prompt's end next to its first generated token.
             enc = self.tokenizer(chunk, return_tensors="pt", padding=True, padding_side="left",
@@ -248,6 +267,24 @@ class HFBackend(Backend):
                                   generation_config=config, tokenizer=self.tokenizer)
         return out[:, ids.shape[1] :]
 
+    def _generate_continuous(self, chunk: list[str], copies: list[int], config: Any, sampling: Sampling) -> list[list[int]]:
+        """Rows for ``chunk`` from transformers' continuous batching (one request per row, in row order)."""
+        from transformers import ContinuousBatchingConfig
+
+        ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
+        inputs = [ids[j] for j, c in enumerate(copies) for _ in range(c)]
+        cb_config = ContinuousBatchingConfig(seed=None if sampling.greedy else sampling.seed)
+        base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
+        results = base.generate_batch(inputs=inputs, generation_config=config, continuous_batching_config=cb_config,
+                                      progress_bar=False)
+        failed = [r.error for r in results.values() if r.error]
+        if failed or len(results) != len(inputs):
+            raise BackendError(f"{self.name}: continuous batching returned {len(results)} of {len(inputs)} rows"
+                               + (f" ({failed[0]})" if failed else ""))
+        # Request ids are "req_<n>" in the order the inputs were added.
+        ordered = sorted(results.values(), key=lambda r: int(r.request_id.rsplit("_", 1)[-1]))
+        return [list(r.generated_tokens) for r in ordered]
+
     @contextlib.contextmanager
     def _inference(self, seed: int | None) -> Iterator[None]:
         """Eval mode, no grad, copy-free GQA attention on CPU and (when seeded) a private RNG stream; all restored afterwards."""
@@ -257,7 +294,12 @@ class HFBackend(Backend):
         self.model.eval()
         devices = [self.model.device.index or 0] if self.model.device.type == "cuda" else []
         try:
-            with torch.inference_mode(), gqa_attention(self.model), \
+            # The copy-free GQA attention belongs to the kv engine; the library engines run as shipped.
+            attention = gqa_attention(self.model) if self.engine == "kv" else contextlib.nullcontext()
+            # Continuous batching updates its static tensors in place from its own thread, which
+            # inference-mode tensors forbid; no_grad is what it runs under itself.
+            grad_off = torch.no_grad() if self.engine == "continuous" else torch.inference_mode()
+            with grad_off, attention, \
                     torch.random.fork_rng(devices=devices, enabled=seed is not None):
                 if seed is not None:
                     torch.manual_seed(seed)

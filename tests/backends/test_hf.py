@@ -187,6 +187,19 @@ def test_bad_inputs_fail_clearly(embedded_hf, tmp_path):
         HFBackend(tmp_path / "missing")
     with pytest.raises(ValueError, match="prefix_cache_gb"):
         HFBackend(embedded_hf.model, embedded_hf.tokenizer, prefix_cache_gb=-1)
+    with pytest.raises(ValueError, match="engine='vllm'.*generate"):
+        HFBackend(embedded_hf.model, embedded_hf.tokenizer, engine="vllm")
+
+
+@pytest.mark.parametrize("engine", ["generate", "continuous"])
+def test_library_engines_say_what_the_kv_decoder_says(embedded_hf, engine):
+    """Greedy text is one function of the prompt, whichever loop decodes it (one prompt: no padding differences)."""
+    other = HFBackend(embedded_hf.model, embedded_hf.tokenizer, engine=engine)
+    assert embedded_hf.engine == "kv" and other.engine == engine
+    for conversation in CONVERSATIONS[1:3]:
+        assert other.generate([conversation], GREEDY) == embedded_hf.generate([conversation], GREEDY)
+    batch = other.generate(CONVERSATIONS, GREEDY)  # and a batch comes back whole, in order
+    assert len(batch) == len(CONVERSATIONS) and "Paris" in batch[0] and all(t.strip() for t in batch)
 
 
 def test_gqa_attention_matches_sdpa_on_a_padded_batch_and_is_restored(embedded_hf):
