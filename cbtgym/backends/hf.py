@@ -275,9 +275,8 @@ class HFBackend(Backend):
         inputs = [ids[j] for j, c in enumerate(copies) for _ in range(c)]
         cb_config = ContinuousBatchingConfig(seed=None if sampling.greedy else sampling.seed)
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
-        # warmup pre-captures CUDA graphs for a manager that lives one call: pure set-up cost here.
         results = base.generate_batch(inputs=inputs, generation_config=config, continuous_batching_config=cb_config,
-                                      progress_bar=False, warmup=False)
+                                      progress_bar=False)
         failed = [r.error for r in results.values() if r.error]
         if failed or len(results) != len(inputs):
             raise BackendError(f"{self.name}: continuous batching returned {len(results)} of {len(inputs)} rows"

@@ -196,7 +196,8 @@ def test_library_engines_say_what_the_kv_decoder_says(embedded_hf, engine):
     """Greedy text is one function of the prompt, whichever loop decodes it (one prompt: no padding differences)."""
     other = HFBackend(embedded_hf.model, embedded_hf.tokenizer, engine=engine)
     assert embedded_hf.engine == "kv" and other.engine == engine
-    for conversation in CONVERSATIONS[1:3]:
+    # One prompt for continuous batching: each call builds its manager and paged cache (slow on one core).
+    for conversation in CONVERSATIONS[1:3] if engine == "generate" else CONVERSATIONS[1:2]:
         assert other.generate([conversation], GREEDY) == embedded_hf.generate([conversation], GREEDY)
     batch = other.generate(CONVERSATIONS, GREEDY)  # and a batch comes back whole, in order
     assert len(batch) == len(CONVERSATIONS) and "Paris" in batch[0] and all(t.strip() for t in batch)
