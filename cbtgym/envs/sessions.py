@@ -326,7 +326,7 @@ class SessionBatch:
         replies = self.patient.respond([s.patient_state for s in sessions], [s.transcript for s in sessions])
         for s, reply, crisis in zip(sessions, replies, crisis_openings or [False] * len(sessions)):
             if crisis:
-                reply = with_risk_statement(reply, s.patient_state)
+                reply = _with_risk_statement(reply, s.patient_state)
             _apply_reply(s.transcript, reply)
 
     def _episode_end(self, s: Session) -> tuple[bool, bool]:
@@ -372,7 +372,7 @@ class SessionBatch:
         return s
 
 
-def with_risk_statement(reply: PatientReply, state: PatientState) -> PatientReply:
+def _with_risk_statement(reply: PatientReply, state: PatientState) -> PatientReply:
     """``reply`` followed by the profile's risk statement, which the patient then counts as said."""
     state.risk_said = True
     statement = risk_statements()[state.profile.risk_flags[0]]
