@@ -45,6 +45,19 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
     return dtype
 
 
+def _paged_cache_for(inputs: list[list[int]], max_new_tokens: int, page_size: int = 256) -> dict[str, int]:
+    """A paged cache that holds exactly these requests.
+
+    Unsized, transformers fills 90% of the machine's RAM less this process's own (on CPU it cannot
+    see other processes): 21 GB for one 16-token reply, which got a neighbouring process killed.
+    """
+    lengths = [len(x) + max_new_tokens for x in inputs]
+    longest_prompt = max(len(x) for x in inputs)
+    return {"page_size": page_size, "num_blocks": sum(-(-n // page_size) for n in lengths),
+            # one prefill step never needs more than every prompt at once; the longest must fit in one
+            "max_batch_tokens": max(longest_prompt, min(sum(len(x) for x in inputs), 2048))}
+
+
 class HFBackend(Backend):
     """Batched chat generation with transformers.
 
@@ -273,7 +286,8 @@ class HFBackend(Backend):
 
         ids = self.tokenizer(chunk, add_special_tokens=False)["input_ids"]
         inputs = [ids[j] for j, c in enumerate(copies) for _ in range(c)]
-        cb_config = ContinuousBatchingConfig(seed=None if sampling.greedy else sampling.seed)
+        cb_config = ContinuousBatchingConfig(seed=None if sampling.greedy else sampling.seed,
+                                             **_paged_cache_for(inputs, sampling.max_new_tokens))
         base = self.model.get_base_model() if hasattr(self.model, "get_base_model") else self.model
         results = base.generate_batch(inputs=inputs, generation_config=config, continuous_batching_config=cb_config,
                                       progress_bar=False)

@@ -14,6 +14,8 @@ from cbtgym.training.arguments import (DPO_DEFAULTS, GRPO_DEFAULTS, SFT_DEFAULTS
 from cbtgym.training.config import ConfigError, config_to_dict, load_config, parse_args, parse_config
 from cbtgym.training.stats import bootstrap_ci, paired_bootstrap
 
+from ..processes import run_tree
+
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPTS = {"dpo": ((DPOArguments, DPOConfig, ModelConfig), DPO_DEFAULTS),
            "sft": ((SFTArguments, SFTConfig, ModelConfig), SFT_DEFAULTS),
@@ -125,8 +127,7 @@ def test_every_config_loads_and_validates(path):
 
 def _run_script(name: str, *argv: str, timeout: int = 120) -> subprocess.CompletedProcess:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, str(ROOT / "train" / f"{name}.py"), *argv], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=timeout)
+    return run_tree([sys.executable, str(ROOT / "train" / f"{name}.py"), *argv], cwd=ROOT, env=env, timeout=timeout)
 
 
 def test_dpo_help_lists_trl_fields_beside_cbtgym_fields():

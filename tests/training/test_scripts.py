@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 from cbtgym.jsonl import read_jsonl
+
+from ..processes import run_tree
 
 ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -29,8 +30,7 @@ def run_script(name: str, out: Path, **flags) -> dict:
     for key, value in flags.items():
         argv += [f"--{key}", *(map(str, value) if isinstance(value, list) else [str(value)])]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    res = subprocess.run([sys.executable, str(ROOT / "train" / f"{name}.py"), *argv], cwd=ROOT, env=env,
-                         capture_output=True, text=True, timeout=1200)
+    res = run_tree([sys.executable, str(ROOT / "train" / f"{name}.py"), *argv], cwd=ROOT, env=env, timeout=1200)
     assert res.returncode == 0, res.stderr[-4000:]
     return json.loads((out / "results.json").read_text())
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -23,6 +22,7 @@ import pytest
 from cbtgym.jsonl import read_jsonl
 from cbtgym.profiles import load_profiles
 
+from ..processes import run_tree
 from .test_scripts import ROOT, assert_adapter, assert_eval_block, assert_eval_files, run_script
 from .wandb_offline import read_offline_run
 
@@ -52,7 +52,7 @@ def launch(name: str, out: Path, **flags) -> dict:
     for key, value in flags.items():
         argv += [f"--{key}", str(value)]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    res = subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    res = run_tree(argv, cwd=ROOT, env=env, timeout=1500)
     assert res.returncode == 0, res.stderr[-4000:]
     assert res.stdout.count("results: ") <= 1, "one process prints the summary"
     return json.loads((out / "results.json").read_text())
