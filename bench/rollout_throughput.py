@@ -204,7 +204,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=16, help="sessions of each batched hf arm")
     parser.add_argument("--seq-n", type=int, default=8, help="sessions of each sequential arm (ratios are per episode)")
     parser.add_argument("--engines", nargs="+", default=["generate", "kv", "continuous"], help="HFBackend engines")
-    parser.add_argument("--seq-engines", nargs="+", default=["generate", "kv"], help="engines with a sequential arm")
+    parser.add_argument("--seq-engines", nargs="*", default=["generate", "kv"],
+                        help="engines with a sequential arm (the flag alone: none)")
     parser.add_argument("--vllm-n", type=int, nargs="+", default=[16, 64],
                         help="sessions of each vllm arm (vLLM's throughput keeps growing past N=16 on CPU)")
     parser.add_argument("--no-vllm", action="store_true")
@@ -222,7 +223,8 @@ def main() -> None:
     print(f"compute ceiling: {flops / 1e9:.0f} GFLOP/s fp32 matmul on {torch.get_num_threads()} threads / "
           f"{per_token / 1e9:.2f} GFLOP a token = {ceiling:.0f} tokens/s")
     results: dict[str, dict] = {}
-    for engine in args.engines:
+    # a sequential engine runs even when it has no batched arm: it is the baseline of every ratio
+    for engine in dict.fromkeys([*args.engines, *args.seq_engines]):
         hf = Timed(HFBackend(model, engine=engine, prefix_cache_gb=4.0 if engine == "kv" else 0.0))
         hf.generate([[{"role": "user", "content": "Hello"}]], Sampling(max_new_tokens=4))  # warm-up
         if engine in args.seq_engines:
@@ -230,6 +232,8 @@ def main() -> None:
             results[f"hf {engine}, {args.seq_n} sequential"] = seq = run_sequential(hf, args.seq_n)
             show(f"hf {engine} sequential x{args.seq_n}", seq, ceiling)
             print(f"  {reuse_line(hf)}")
+        if engine not in args.engines:
+            continue
         fresh_cache(hf)  # the batched arm opens with the same prompts: it must not read the sequential arm's states
         results[f"hf {engine}, N={args.n}"] = bat = run_batched(hf, args.n)
         show(f"hf {engine} batched N={args.n}", bat, ceiling)
