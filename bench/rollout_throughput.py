@@ -260,11 +260,11 @@ def main() -> None:
     in_process = {k: r for k, r in results.items() if k.startswith("hf ") and not k.startswith("hf kv")}
     frozen = {k: r for k, r in results.items() if k.startswith("vllm")}
     for name in [k for k in results if k.startswith("hf kv")]:
-        for kind, library in (("in-process library arm", in_process), ("vllm arm", frozen)):
+        for kind, library, rule in (("in-process library arm", in_process, " (keep it only at >= 1.5x)"),
+                                    ("vllm arm", frozen, "")):
             best = max((k for k in library if ("sequential" in k) == ("sequential" in name)),
                        key=lambda k: library[k]["episodes_per_s"], default=None)
             if best:
-                rule = " (keep it only at >= 1.5x)" if library is in_process else ""
                 print(f"  {name} / best {kind} ({best}): "
                       f"{results[name]['episodes_per_s'] / library[best]['episodes_per_s']:.2f}x{rule}")
 

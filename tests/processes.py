@@ -22,7 +22,7 @@ def run_tree(argv: list[str], timeout: float, **kwargs) -> subprocess.CompletedP
         out, err = proc.communicate()
         raise subprocess.TimeoutExpired(argv, timeout, out, err) from None
     finally:
-        if proc.poll() is None:
+        if proc.poll() is None:  # interrupted in communicate (pytest-timeout, Ctrl-C): no process is left behind
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     return subprocess.CompletedProcess(argv, proc.returncode, out, err)

@@ -48,14 +48,13 @@ def resolve_dtype(dtype: Any, device: str) -> Any:
 def _paged_cache_for(inputs: list[list[int]], max_new_tokens: int, page_size: int = 256) -> dict[str, int]:
     """A paged cache that holds exactly these requests.
 
-    Unsized, transformers fills 90% of the machine's RAM less this process's own (on CPU it cannot
-    see other processes): 21 GB for one 16-token reply, which got a neighbouring process killed.
+    Unsized, transformers fills 90% of the machine's RAM less this process's own (on CPU it cannot see
+    other processes): 21 GB for one 16-token reply, the likely cause of a CI test worker's death.
     """
-    lengths = [len(x) + max_new_tokens for x in inputs]
-    longest_prompt = max(len(x) for x in inputs)
-    return {"page_size": page_size, "num_blocks": sum(-(-n // page_size) for n in lengths),
+    prompts = [len(x) for x in inputs]
+    return {"page_size": page_size, "num_blocks": sum(-(-(n + max_new_tokens) // page_size) for n in prompts),
             # one prefill step never needs more than every prompt at once; the longest must fit in one
-            "max_batch_tokens": max(longest_prompt, min(sum(len(x) for x in inputs), 2048))}
+            "max_batch_tokens": max(max(prompts), min(sum(prompts), 2048))}
 
 
 class HFBackend(Backend):

@@ -33,7 +33,8 @@ def peak_rss_growth(every_s: float = 0.02):
     """Samples this process's resident memory while the block runs; yields a reader of the peak growth in bytes."""
     import psutil
 
-    proc, start, peak, done = psutil.Process(), psutil.Process().memory_info().rss, [0], threading.Event()
+    proc = psutil.Process()
+    start, peak, done = proc.memory_info().rss, [0], threading.Event()
 
     def sample():
         while not done.wait(every_s):
