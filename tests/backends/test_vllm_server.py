@@ -15,7 +15,8 @@ def served(embedded_dir):
     from cbtgym.backends import make_backend
     from cbtgym.backends.vllm_server import VLLMServer
 
-    server = VLLMServer(embedded_dir, max_model_len=2048)
+    # a fixed KV cache size skips the start-up pass that only sizes it
+    server = VLLMServer(embedded_dir, max_model_len=2048, kv_cache_memory_bytes=1 << 30)
     url = server.start()
     try:
         yield make_backend(f"openai:{url}#{VLLMServer.MODEL_NAME}"), server
